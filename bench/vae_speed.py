@@ -1,0 +1,231 @@
+"""LeanVAE speed and memory, side by side with diffusers' AutoencoderKLWan on the same clip.
+
+    python bench/vae_speed.py                      # 1x3x17x256x256, the table recorded in BENCHMARKS.md
+    python bench/vae_speed.py --size 128 --skip-wan  # a quicker look
+
+Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of
+--repeats) and peak memory for LeanVAE lean-4ch in float32 and bfloat16 autocast and for AutoencoderKLWan
+(default config, random weights); achieved GFLOP/s against this machine's float32 matmul GFLOP/s measured
+in the same run; PSNR of each reconstruction of a real clip (meaningful with --vae, a trained model); and
+the peak memory of causal-cache chunked decoding at 17, 65 and 129 frames. Peak memory is measured in a
+fresh subprocess per cell (CUDA: max_memory_allocated; CPU: resident set size sampled every millisecond, with glibc told
+to unmap freed tensors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import psutil
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.data import probe, read_frames  # noqa: E402
+from pipelines.data.clips import frames_to_tensor  # noqa: E402
+from vae import VAE_PRESETS, LeanVAE  # noqa: E402
+
+CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "carphone.mp4"
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    seconds = timed(lambda: a @ b, repeats, device)
+    return 2 * n**3 / seconds / 1e9
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
+    fn()  # warm-up: allocator, oneDNN primitive caches
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def macs(fn) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 2
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.float().clamp(-1, 1) - b.float()) / 2).pow(2).mean()
+    return float(-10 * torch.log10(mse))
+
+
+def clip(frames: int, size: int, device: torch.device) -> torch.Tensor:
+    """A real clip (carphone), looped to `frames`, resized to size x size: (1, 3, T, H, W) in [-1, 1]."""
+    available = probe(CLIP).num_frames
+    indices = [i % available for i in range(frames)]  # loop a short clip to any length
+    return frames_to_tensor(read_frames(CLIP, indices), size).unsqueeze(0).to(device)  # (1, 3, T, H, W)
+
+
+def load_vae(path: str | None, device: torch.device) -> LeanVAE:
+    if path:
+        return LeanVAE.from_pretrained(path).to(device).eval()
+    torch.manual_seed(0)
+    return LeanVAE(**VAE_PRESETS["lean-4ch"]).to(device).eval()
+
+
+class PeakMemory:
+    """Peak bytes above the starting point while the block runs."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak = device, 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            self.process, self.running = psutil.Process(), True
+            self.start = self.peak_rss = self.process.memory_info().rss
+            self.thread = threading.Thread(target=self._poll, daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self):
+        while self.running:
+            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
+        else:
+            self.running = False
+            self.thread.join()
+            self.peak = max(self.peak_rss, self.process.memory_info().rss) - self.start
+
+
+def measure_memory(args) -> None:
+    """Subprocess entry: print the peak memory (MiB) of one operation as JSON."""
+    device = torch.device(args.device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    if args.model == "wan":
+        from diffusers import AutoencoderKLWan
+
+        model = AutoencoderKLWan().to(device).eval()
+    else:
+        model = load_vae(args.vae, device)
+    x = clip(args.frames, args.size, device)
+    with torch.no_grad(), autocast:
+        z = model.encode(x).latent_dist.mode()
+        if args.op == "encode":
+            del z
+            with PeakMemory(device) as mem:
+                model.encode(x)
+        elif args.op in ("decode", "chunked"):
+            with PeakMemory(device) as mem:
+                model.decode(z, chunk_size=args.chunk if args.op == "chunked" else None)
+        else:  # streamed chunked decode: pieces are consumed (e.g. written to disk) as they come
+            with PeakMemory(device) as mem:
+                for piece in model.iter_decode(z, chunk_size=args.chunk):
+                    del piece
+    print(json.dumps({"peak_mib": mem.peak / 2**20}))
+
+
+def peak_mib(op: str, model: str, frames: int, args, bf16: bool = False) -> float:
+    cmd = [sys.executable, __file__, "--measure", op, "--model", model, "--frames", str(frames),
+           "--size", str(args.size), "--device", args.device, "--chunk", str(args.chunk)]
+    cmd += ["--bf16"] if bf16 else []
+    cmd += ["--vae", args.vae] if args.vae else []
+    # A fixed mmap threshold makes glibc return every large tensor to the OS when freed, so the resident
+    # set follows live memory instead of keeping the high-water mark of earlier work.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_mib"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--frames", type=int, default=17)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk", type=int, default=1, help="latent frames per chunk for the chunked decode rows")
+    parser.add_argument("--vae", default=None, help="a trained LeanVAE folder (save_pretrained) for the PSNR column")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--skip-wan", action="store_true")
+    parser.add_argument("--measure", choices=["encode", "decode", "chunked", "stream"], help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="lean", help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        args.op = args.measure
+        return measure_memory(args)
+
+    device = torch.device(args.device)
+    peak_gflops = matmul_gflops(device)
+    x = clip(args.frames, args.size, device)
+    print(f"device {device}, {torch.get_num_threads()} threads, input {tuple(x.shape)}; "
+          f"float32 matmul {peak_gflops:.1f} GFLOP/s")
+
+    rows = []
+    ours = load_vae(args.vae, device)
+    candidates = [("LeanVAE lean-4ch fp32", ours, "lean", False), ("LeanVAE lean-4ch bf16", ours, "lean", True)]
+    if not args.skip_wan:
+        from diffusers import AutoencoderKLWan
+
+        torch.manual_seed(0)
+        candidates.append(("AutoencoderKLWan fp32", AutoencoderKLWan().to(device).eval(), "wan", False))
+    for name, model, kind, bf16 in candidates:
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        repeats = 1 if kind == "wan" else args.repeats
+        with torch.no_grad(), autocast:
+            z = model.encode(x).latent_dist.mode()
+            enc_s = timed(lambda: model.encode(x), repeats, device)
+            dec_s = timed(lambda: model.decode(z), repeats, device)
+            enc_macs, dec_macs = macs(lambda: model.encode(x)), macs(lambda: model.decode(z))
+            quality = psnr(model.decode(z).sample, x)
+        rows.append(dict(
+            name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=(enc_macs + dec_macs) / 1e9,
+            enc_s=enc_s, dec_s=dec_s, gflops=2 * (enc_macs + dec_macs) / (enc_s + dec_s) / 1e9, psnr=quality,
+            enc_mib=peak_mib("encode", kind, args.frames, args, bf16),
+            dec_mib=peak_mib("decode", kind, args.frames, args, bf16),
+        ))
+
+    print(f"\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
+          f"peak MiB enc / dec | PSNR dB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['params']:.2f} | {r['gmacs']:.1f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "
+              f"{r['gflops']:.1f} | {100 * r['gflops'] / peak_gflops:.0f}% | {r['enc_mib']:.0f} / {r['dec_mib']:.0f} | "
+              f"{r['psnr']:.2f} |")
+    fp32, bf16 = rows[0], rows[1]
+    total = lambda r: r["enc_s"] + r["dec_s"]  # noqa: E731
+    print(f"\nbf16 speed-up over fp32: {total(fp32) / total(bf16):.2f}x; "
+          f"PSNR difference: {abs(fp32['psnr'] - bf16['psnr']):.3f} dB")
+    if len(rows) > 2:
+        print(f"LeanVAE fp32 vs AutoencoderKLWan, encode+decode: {total(rows[2]) / total(fp32):.1f}x faster")
+
+    print(f"\n| chunked decode (chunk {args.chunk} latent frame(s)) | frames | streamed peak MiB | "
+          f"assembled peak MiB (incl. output) |")
+    print("|---|---|---|---|")
+    streamed = {}
+    for frames in (17, 65, 129):
+        streamed[frames] = peak_mib("stream", "lean", frames, args)
+        print(f"| LeanVAE lean-4ch fp32 | {frames} | {streamed[frames]:.0f} | "
+              f"{peak_mib('chunked', 'lean', frames, args):.0f} |")
+    print(f"\nstreamed peak, 129 vs 17 frames: {streamed[129] / streamed[17]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

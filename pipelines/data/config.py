@@ -1,0 +1,63 @@
+"""The `data:` section of every run config, and the frame-count rule of the VAE."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.config import ConfigError
+
+from .clip_dataset import SHORT_VIDEO_POLICIES
+from .clips import CLIP_SAMPLING
+from .layouts import SPLITS
+
+DATASET_NAMES = ("synthetic", "ucf101", "sky", "folder")
+
+
+@dataclass
+class DataConfig:
+    """Which videos to train on and how clips are cut from them (see `build_dataset`).
+
+    The number of classes is not configured: it is the built data set's `num_classes` (0 when unlabelled).
+    """
+
+    name: str = "synthetic"  # synthetic | ucf101 | sky | folder
+    root: str = ""  # data set folder (not used by synthetic)
+    split: str = "all"  # train | test | all (ucf101 split lists; sky_train / sky_test)
+    fold: int = 1  # UCF-101 split list 1, 2 or 3
+    num_frames: int = 17
+    frame_interval: int = 1
+    resolution: int = 64  # clips are resolution x resolution (short-side resize, centre crop)
+    random_flip: bool = False
+    clip_sampling: str = "random"  # random (training) | center | seeded (evaluation)
+    short_videos: str = "skip"  # skip | reduce_interval
+    index_dir: str = ""  # cache of data set indexes; "" = ~/.cache/leanlatte/data_index
+    num_samples: int = 4096  # synthetic: data set size
+    synthetic_classes: int = 16  # synthetic: number of classes, 1..16
+    seed: int = 0  # synthetic content and "center"/"seeded" clip sampling
+
+    def __post_init__(self) -> None:
+        choices = {"name": DATASET_NAMES, "split": SPLITS, "clip_sampling": CLIP_SAMPLING,
+                   "short_videos": SHORT_VIDEO_POLICIES}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"data.{key} '{getattr(self, key)}' is not one of {', '.join(allowed)}")
+        for key in ("num_frames", "frame_interval", "resolution", "num_samples", "fold", "synthetic_classes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.name != "synthetic" and not self.root:
+            raise ConfigError(f"data.root is needed for data.name={self.name}: the folder holding the videos")
+        if self.name == "synthetic" and self.random_flip:
+            raise ConfigError("data.random_flip would swap the left- and right-moving classes of the synthetic "
+                              "data set; set it to false for data.name=synthetic")
+
+
+def validate_num_frames_for_vae(num_frames: int, temporal_compression: int = 4) -> int:
+    """The VAE encodes 1 + k * temporal_compression frames (1, 5, 9, 13, 17, ... for 4); raise otherwise.
+
+    Returns `num_frames` unchanged when valid."""
+    if num_frames < 1 or (num_frames - 1) % temporal_compression:
+        below = (max(num_frames - 1, 0) // temporal_compression) * temporal_compression + 1
+        valid = ", ".join(str(1 + i * temporal_compression) for i in range(5))
+        raise ValueError(f"the VAE needs 1 + {temporal_compression}k frames ({valid}, ...), got "
+                         f"num_frames={num_frames}; use {below} or {below + temporal_compression}")
+    return num_frames

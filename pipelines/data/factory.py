@@ -1,0 +1,25 @@
+"""`build_dataset`: a `DataConfig` to the data set it describes."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from .config import DataConfig
+from .layouts import UCF101, SkyTimelapse, VideoFolder
+from .synthetic import SyntheticVideoDataset
+
+
+def build_dataset(cfg: DataConfig) -> Dataset:
+    """The data set of `cfg`; every one has `num_classes`, `class_names`, `skipped` and `skip_summary()`,
+    and items {"video": float (3, T, H, W) in [-1, 1], "label": int (-1 when unlabelled), "path": str}."""
+    if cfg.name == "synthetic":
+        return SyntheticVideoDataset(cfg.num_samples, num_frames=cfg.num_frames, resolution=cfg.resolution,
+                                     seed=cfg.seed, num_classes=cfg.synthetic_classes)
+    common = dict(num_frames=cfg.num_frames, frame_interval=cfg.frame_interval, resolution=cfg.resolution,
+                  random_flip=cfg.random_flip, clip_sampling=cfg.clip_sampling, short_videos=cfg.short_videos,
+                  seed=cfg.seed, index_dir=cfg.index_dir or None)
+    if cfg.name == "ucf101":
+        return UCF101(cfg.root, split=cfg.split, fold=cfg.fold, **common)
+    if cfg.name == "sky":
+        return SkyTimelapse(cfg.root, split=cfg.split, **common)
+    return VideoFolder(cfg.root, **common)

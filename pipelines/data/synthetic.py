@@ -1,0 +1,163 @@
+"""A built-in, class-conditional video data set that needs no files: a shape moving over a smooth background.
+
+Class = shape x direction of motion (4 x 4 = 16 classes). Colours, size, speed, start position and background
+are random, drawn from (seed, index) alone, and none of them depends on the class: the shape is visible in
+every frame, but the direction only shows across frames (the start position has the same distribution for every
+direction and the shapes have no orientation), so a model has to look at motion to tell all classes apart.
+Shapes are drawn from signed distance functions with a one-pixel soft edge, which anti-aliases them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .clips import item_generator
+
+SHAPES = ("circle", "square", "triangle", "cross")
+DIRECTIONS = ("right", "left", "down", "up")
+CLASS_NAMES = [f"{shape}_{direction}" for shape in SHAPES for direction in DIRECTIONS]
+_STEPS = {"right": (1.0, 0.0), "left": (-1.0, 0.0), "down": (0.0, 1.0), "up": (0.0, -1.0)}  # (x, y), y downwards
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Everything random about one clip except its class; lengths are fractions of the frame side."""
+
+    radius: float
+    travel: float  # distance covered from the first frame to the last
+    start: tuple[float, float]  # (x, y) of the shape's centre in the first frame
+    object_colour: tuple[float, float, float]
+    background: tuple[torch.Tensor, torch.Tensor]  # two (3,) colours for the gradient
+    angle: float  # gradient direction
+    noise: torch.Tensor  # (3, 4, 4) low-frequency texture, upsampled over the frame
+
+
+def sample_params(generator: torch.Generator) -> SceneParams:
+    """Draw a scene from `generator`; light objects on dark backgrounds or the reverse, so the shape always shows."""
+    u = torch.rand(12, generator=generator).tolist()
+    dark = u[0] < 0.5
+    low, high = (0.0, 0.45), (0.55, 1.0)
+    back, front = (low, high) if dark else (high, low)
+    colour = torch.rand(3, 3, generator=generator)
+    return SceneParams(
+        radius=0.09 + 0.06 * u[1],
+        travel=0.18 + 0.14 * u[2],
+        start=(0.38 + 0.24 * u[3], 0.38 + 0.24 * u[4]),
+        object_colour=tuple((front[0] + (front[1] - front[0]) * colour[0]).tolist()),
+        background=(back[0] + (back[1] - back[0]) * colour[1], back[0] + (back[1] - back[0]) * colour[2]),
+        angle=2 * math.pi * u[5],
+        noise=0.08 * (2 * torch.rand(3, 4, 4, generator=generator) - 1),
+    )
+
+
+def _box(x: torch.Tensor, y: torch.Tensor, half_w: float, half_h: float) -> torch.Tensor:
+    qx, qy = x.abs() - half_w, y.abs() - half_h
+    outside = torch.sqrt(qx.clamp(min=0) ** 2 + qy.clamp(min=0) ** 2)
+    return outside + torch.maximum(qx, qy).clamp(max=0)
+
+
+def _triangle(x: torch.Tensor, y: torch.Tensor, half_side: float) -> torch.Tensor:
+    # Equilateral, pointing up, centroid at the origin; y is flipped to point up. Folding the plane onto one
+    # edge's half-space gives the exact distance to the nearest edge or corner.
+    k = math.sqrt(3.0)
+    px, py = x.abs() - half_side, -y + half_side / k
+    fold = px + k * py > 0
+    px, py = torch.where(fold, (px - k * py) / 2, px), torch.where(fold, (-k * px - py) / 2, py)
+    px = px - px.clamp(-2 * half_side, 0)
+    return -torch.sqrt(px**2 + py**2) * torch.sign(py)
+
+
+def _shape_distance(shape: str, x: torch.Tensor, y: torch.Tensor, r: float) -> torch.Tensor:
+    """Signed distance (pixels, negative inside) to a shape of size `r` centred at the origin; the sizes are
+    matched so that every shape covers about the area of the circle of radius r."""
+    if shape == "circle":
+        return torch.sqrt(x**2 + y**2) - r
+    if shape == "square":
+        return _box(x, y, 0.85 * r, 0.85 * r)
+    if shape == "triangle":
+        return _triangle(x, y + 0.15 * r, 1.3 * r)
+    if shape == "cross":
+        return torch.minimum(_box(x, y, 1.1 * r, 0.38 * r), _box(x, y, 0.38 * r, 1.1 * r))
+    raise ValueError(f"shape '{shape}' is not one of {', '.join(SHAPES)}")
+
+
+def render_clip(shape: str, direction: str, params: SceneParams, num_frames: int, resolution: int) -> torch.Tensor:
+    """Render one clip as float (3, T, H, W) in [-1, 1]; the direction changes nothing in frame 0."""
+    if direction not in _STEPS:
+        raise ValueError(f"direction '{direction}' is not one of {', '.join(DIRECTIONS)}")
+    side = float(resolution)
+    coords = torch.arange(resolution, dtype=torch.float32) + 0.5  # pixel centres
+    y, x = torch.meshgrid(coords, coords, indexing="ij")  # (H, W)
+
+    along = (x * math.cos(params.angle) + y * math.sin(params.angle)) / side
+    along = (along - along.min()) / (along.max() - along.min())  # (H, W) in [0, 1]
+    first, second = params.background
+    background = first[:, None, None] + (second - first)[:, None, None] * along  # (3, H, W)
+    texture = F.interpolate(params.noise[None], size=(resolution, resolution), mode="bicubic", align_corners=False)
+    background = (background + texture[0]).clamp(0, 1)  # (3, H, W)
+
+    step_x, step_y = _STEPS[direction]
+    colour = torch.tensor(params.object_colour)[:, None, None]  # (3, 1, 1)
+    radius = params.radius * side
+    reach = 1.75 * radius + 2  # every shape lies within this distance of its centre, soft edge included
+    frames = []
+    for t in range(num_frames):
+        progress = t / max(num_frames - 1, 1)  # 0 in the first frame, 1 in the last
+        centre_x = (params.start[0] + step_x * params.travel * progress) * side
+        centre_y = (params.start[1] + step_y * params.travel * progress) * side
+        # Only the window around the shape is drawn: outside it alpha is 0, and small tensors stay fast.
+        top, bottom = max(int(centre_y - reach), 0), min(math.ceil(centre_y + reach), resolution)
+        left, right = max(int(centre_x - reach), 0), min(math.ceil(centre_x + reach), resolution)
+        frame = background.clone()  # (3, H, W)
+        if bottom > top and right > left:
+            distance = _shape_distance(shape, x[top:bottom, left:right] - centre_x,
+                                       y[top:bottom, left:right] - centre_y, radius)  # (h, w)
+            alpha = (0.5 - distance).clamp(0, 1)  # a one-pixel ramp across the edge
+            window = frame[:, top:bottom, left:right]  # (3, h, w)
+            frame[:, top:bottom, left:right] = window * (1 - alpha) + colour * alpha
+        frames.append(frame)
+    return torch.stack(frames, dim=1) * 2 - 1  # (3, T, H, W)
+
+
+class SyntheticVideoDataset(Dataset):
+    """`num_samples` clips of shapes in motion, item i fully determined by (seed, i).
+
+    Items: {"video": float (3, num_frames, resolution, resolution) in [-1, 1], "label": int in
+    [0, num_classes), "path": "synthetic://<seed>/<i>"}. Labels cycle through the classes (i % num_classes),
+    so every class is equally frequent; the classes are the first `num_classes` of `CLASS_NAMES`.
+    """
+
+    def __init__(self, num_samples: int, num_frames: int = 17, resolution: int = 64, seed: int = 0,
+                 num_classes: int = 16):
+        if num_samples < 1 or num_frames < 1 or resolution < 8:
+            raise ValueError(f"need num_samples >= 1, num_frames >= 1, resolution >= 8; got "
+                             f"{num_samples}, {num_frames}, {resolution}")
+        if not 1 <= num_classes <= len(CLASS_NAMES):
+            raise ValueError(f"the synthetic data set has 1 to {len(CLASS_NAMES)} classes, got {num_classes}")
+        self.num_samples, self.num_frames, self.resolution, self.seed = num_samples, num_frames, resolution, seed
+        self.class_names = CLASS_NAMES[:num_classes]
+        self.skipped: dict[str, list[str]] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def skip_summary(self) -> str:
+        return "skipped no video"
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"index {index} out of range for a data set of {self.num_samples} clips")
+        label = index % self.num_classes
+        shape, direction = self.class_names[label].split("_")
+        params = sample_params(item_generator(self.seed, index))
+        video = render_clip(shape, direction, params, self.num_frames, self.resolution)
+        return {"video": video, "label": label, "path": f"synthetic://{self.seed}/{index}"}

@@ -1,0 +1,83 @@
+"""The built-in synthetic data set: deterministic, 16 classes that need both shape and motion to tell apart."""
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from pipelines.data import CLASS_NAMES, SyntheticVideoDataset, probe
+from pipelines.data.clips import item_generator
+from pipelines.data.preview import main
+from pipelines.data.synthetic import render_clip, sample_params
+
+
+def global_motion(video: torch.Tensor) -> torch.Tensor:
+    """(vx, vy) in pixels per frame of a (3, T, H, W) clip: least-squares optical flow over the whole frame."""
+    frames = video.mean(0)  # (T, H, W)
+    it = frames[1:] - frames[:-1]  # (T-1, H, W)
+    mid = (frames[1:] + frames[:-1]) / 2
+    ix = (torch.roll(mid, -1, 2) - torch.roll(mid, 1, 2))[:, 1:-1, 1:-1] / 2
+    iy = (torch.roll(mid, -1, 1) - torch.roll(mid, 1, 1))[:, 1:-1, 1:-1] / 2
+    it = it[:, 1:-1, 1:-1]
+    a = torch.tensor([[(ix * ix).sum(), (ix * iy).sum()], [(ix * iy).sum(), (iy * iy).sum()]])
+    b = -torch.tensor([(ix * it).sum(), (iy * it).sum()])
+    return torch.linalg.solve(a, b)
+
+
+def test_items_are_deterministic_per_seed_and_index():
+    data = SyntheticVideoDataset(40, num_frames=9, resolution=32, seed=5)
+    again = SyntheticVideoDataset(40, num_frames=9, resolution=32, seed=5)
+    later = data[7]
+    assert torch.equal(again[3]["video"], data[3]["video"]) and torch.equal(data[7]["video"], later["video"])
+    assert not torch.equal(data[3]["video"], data[19]["video"])  # same class, different scene
+    other_seed = SyntheticVideoDataset(40, num_frames=9, resolution=32, seed=6)
+    assert not torch.equal(other_seed[3]["video"], data[3]["video"])
+    item = data[21]
+    assert item["video"].shape == (3, 9, 32, 32) and item["video"].dtype == torch.float32
+    assert -1 <= item["video"].min() and item["video"].max() <= 1
+    assert item["label"] == 21 % 16 and item["path"] == "synthetic://5/21"
+
+
+def test_worker_processes_give_the_same_items():
+    data = SyntheticVideoDataset(6, num_frames=5, resolution=16, seed=1)
+    loaded = torch.cat([b["video"] for b in DataLoader(data, batch_size=2, num_workers=2)])
+    assert torch.equal(loaded, torch.stack([data[i]["video"] for i in range(6)]))
+
+
+def test_classes_cover_four_shapes_and_four_directions():
+    assert len(CLASS_NAMES) == len(set(CLASS_NAMES)) == 16
+    data = SyntheticVideoDataset(32, num_frames=2, resolution=16, num_classes=16)
+    assert data.num_classes == 16 and sorted({data[i]["label"] for i in range(32)}) == list(range(16))
+
+
+def test_motion_reveals_the_direction():
+    data = SyntheticVideoDataset(32, num_frames=9, resolution=32, seed=2)  # speeds >= 0.18 * 32 / 8 = 0.72 px
+    expected = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
+    for i in range(len(data)):
+        item = data[i]
+        vx, vy = global_motion(item["video"]).tolist()
+        sx, sy = expected[CLASS_NAMES[item["label"]].split("_")[1]]
+        main, cross = (vx * sx, vy) if sx else (vy * sy, vx)
+        assert main > 0.5 and abs(cross) < 0.2 * main, (i, vx, vy)
+
+
+def test_first_frame_shows_the_shape_but_not_the_direction():
+    params = sample_params(item_generator(0, 11))
+    clips = {d: render_clip("triangle", d, params, 9, 48) for d in ("right", "left", "down", "up")}
+    for clip in clips.values():
+        assert torch.equal(clip[:, 0], clips["right"][:, 0])
+    assert (clips["right"][:, -1] - clips["left"][:, -1]).abs().amax() > 0.5
+    first_frames = [render_clip(s, "up", params, 1, 48)[:, 0] for s in ("circle", "square", "triangle", "cross")]
+    for a in range(4):
+        for b in range(a):
+            changed = ((first_frames[a] - first_frames[b]).abs().amax(0) > 0.2).sum()
+            assert changed > 20, (a, b, changed)
+    data = SyntheticVideoDataset(16, num_frames=9, resolution=48, seed=0)
+    assert torch.equal(data[11]["video"], render_clip("triangle", "up", params, 9, 48))
+
+
+def test_preview_writes_clips_and_a_grid(tmp_path):
+    main(["--out", str(tmp_path), "--num", "2", "num_frames=5", "resolution=16", "num_samples=4"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip000_circle_right.mp4", "clip001_circle_left.mp4",
+                                                          "grid.png"]
+    assert Image.open(tmp_path / "grid.png").size == (5 * 16, 2 * 16)
+    assert probe(tmp_path / "clip001_circle_left.mp4").num_frames == 5
