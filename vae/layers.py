@@ -4,8 +4,8 @@ Tokens live channels-last, (B, T, H, W, C), so every Linear is one large matmul 
 depthwise convolution reads the same memory as a channels_last_3d (B, C, T, H, W) view.
 
 Causal-cache chunked inference: a `cache` dict is created by the caller for one encode/decode call and
-passed down. Each causal convolution stores the last `kernel_t - 1` frames of its (padded) input under its
-own key and prepends them to the next chunk, so chunked output equals whole-video output. A fresh dict per
+passed down. Each causal convolution stores the last `kernel_t - 1` frames of its input under its own key
+and uses them as the past of the next chunk, so chunked output equals whole-video output. A fresh dict per
 call means no state can leak from one call into the next.
 """
 
@@ -26,20 +26,28 @@ class CausalDepthwiseConv3d(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 3):
         super().__init__()
         self.past = kernel_size - 1
-        self.conv = nn.Conv3d(dim, dim, kernel_size, padding=(0, kernel_size // 2, kernel_size // 2), groups=dim)
+        # Symmetric temporal padding of `past`: output frame i then sees input frames i-past..i, i.e. the
+        # first T outputs are the causal ones, with no padded copy of the input (the last `past` are dropped).
+        self.conv = nn.Conv3d(dim, dim, kernel_size, padding=(self.past, kernel_size // 2, kernel_size // 2),
+                              groups=dim)
 
     def forward(self, x: torch.Tensor, cache: Cache = None) -> torch.Tensor:
         b, t, h, w, c = x.shape
         x = x.permute(0, 4, 1, 2, 3)  # (B, C, T, H, W), channels_last_3d strides: a view, no copy
-        past = cache.get(self) if cache is not None else None
-        if past is None:  # start of the video: zero padding, exactly like whole-video inference
+        y = self.conv(x)[:, :, :t]  # (B, C, T, H, W): zeros before the first frame
+        if cache is None:
+            return y.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
+        past = cache.get(self)
+        if past is None:  # first chunk: the zero padding above is the video's real start
             past = x.new_zeros(b, c, self.past, h, w)
-        padded = torch.cat([past, x], dim=2)  # (B, C, past + T, H, W)
-        if cache is not None:
-            cache[self] = padded[:, :, -self.past :]
-        padded = padded.contiguous(memory_format=torch.channels_last_3d)
-        y = self.conv(padded)  # (B, C, T, H, W) channels_last_3d
-        return y.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C), contiguous
+        else:  # a later chunk: redo the first outputs with the previous chunk's last frames
+            head = torch.cat([past, x[:, :, : self.past]], dim=2)  # (B, C, past + min(T, past), H, W)
+            y[:, :, : head.shape[2] - self.past] = F.conv3d(
+                head, self.conv.weight, self.conv.bias, padding=(0,) + self.conv.padding[1:], groups=c
+            )
+        # Only the last `past` frames are kept, copied, so the cache never holds a whole chunk alive.
+        cache[self] = torch.cat([past, x[:, :, -self.past :]], dim=2)[:, :, -self.past :].clone()
+        return y.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
 
 
 class GEGLUFeedForward(nn.Module):

@@ -126,7 +126,7 @@ class LeanVAE(ModelMixin, ConfigMixin):
         chunk = _check_chunk_size(chunk_size) if chunk_size is not None else self.default_chunk_size
         latent_frames = 1 + (video.shape[2] - 1) // TIME_STRIDE
         chunk = chunk or latent_frames
-        cache: dict = {}
+        cache = {} if chunk < latent_frames else None  # one chunk: plain zero padding, nothing to carry
         means, logvars = [], []
         for start in range(0, latent_frames, chunk):
             stop = min(start + chunk, latent_frames)
@@ -150,7 +150,7 @@ class LeanVAE(ModelMixin, ConfigMixin):
         """
         chunk = _check_chunk_size(chunk_size)
         tokens = self._latent_tokens(z)  # (B, T', h, w, d)
-        cache: dict = {}
+        cache = {} if chunk < tokens.shape[1] else None
         for start in range(0, tokens.shape[1], chunk):
             yield self._decode_tokens(tokens[:, start : start + chunk], start == 0, cache)
 
