@@ -19,3 +19,16 @@ torch.set_num_threads(1)
 def test_data_dir() -> Path:
     """tests/data: the small real clips (bigbuckbunny.mp4, carphone.mp4) shipped with the repository."""
     return ROOT / "tests" / "data"
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps process-wide singletons (AcceleratorState, GradientState): reset them around a test
+    that builds Accelerators in-process, so each run starts from a clean state."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

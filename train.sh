@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The whole two-stage pipeline: VAE -> latent cache -> DiT -> samples -> metrics -> summary.
+#
+#   bash train.sh                                   # built-in synthetic data, on a CPU (~20 min on 2 cores)
+#   bash train.sh ucf101 /data/UCF-101              # benchmark recipe: LeanVAE 4ch + Latte-XL/2, 101 classes
+#   bash train.sh sky /data/sky_timelapse           # benchmark recipe: unconditional SkyTimelapse
+#
+# Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint.
+# Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
+# the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained LeanVAE folder: skip
+# stage 1), EXTRA_VAE / EXTRA_DIT (more key=value overrides for the two trainers).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+DATASET=${1:-synthetic}
+DATA_ROOT=${2:-}
+RUN=${RUN:-runs/$([ "$DATASET" = synthetic ] && echo default || echo "$DATASET")}
+mkdir -p "$RUN"
+TIMES="$RUN/stage_times.json"
+
+case "$DATASET" in
+  synthetic)
+    LAUNCH=(python)
+    VAE_CONFIG=configs/vae/default.yaml
+    DIT_CONFIG=configs/dit/default.yaml
+    DATA=()
+    ;;
+  ucf101|sky)
+    [ -n "$DATA_ROOT" ] || { echo "usage: bash train.sh $DATASET /path/to/data" >&2; exit 2; }
+    [ -e "$DATA_ROOT" ] || { echo "train.sh: data folder not found: $DATA_ROOT" >&2; exit 2; }
+    LAUNCH=(accelerate launch ${ACCELERATE_CONFIG:+--config_file "$ACCELERATE_CONFIG"})
+    VAE_CONFIG=configs/vae/leanvae-4ch.yaml
+    DIT_CONFIG=configs/dit/latte-xl2-$DATASET.yaml
+    DATA=("data.name=$DATASET" "data.root=$DATA_ROOT")
+    ;;
+  *)
+    echo "train.sh: unknown data set '$DATASET' (synthetic, ucf101 or sky)" >&2; exit 2 ;;
+esac
+
+# The clips the latent cache holds, as the DiT config names them (train_dit.py checks them against the cache).
+DIT_DATA=("${DATA[@]}")
+case "$DATASET" in
+  ucf101) DIT_DATA+=(data.split=all data.frame_interval=3 data.resolution=256 data.num_frames=17 data.random_flip=true) ;;
+  sky) DIT_DATA+=(data.split=train data.frame_interval=3 data.resolution=256 data.num_frames=17) ;;
+esac
+
+stage() {  # stage NAME DONE_MARKER COMMAND...: run unless DONE_MARKER exists; record the wall time
+  local name=$1 done_marker=$2; shift 2
+  if [ -e "$done_marker" ]; then
+    echo "== $name: done already ($done_marker)"
+    return
+  fi
+  echo "== $name"
+  local start=$SECONDS
+  "$@"
+  python -m pipelines.report record "$TIMES" "$name" $((SECONDS - start))
+}
+
+VAE_DIR=${VAE:-$RUN/vae/vae}
+if [ -z "${VAE:-}" ]; then
+  stage "1/5 train VAE" "$RUN/vae/vae/config.json" \
+    "${LAUNCH[@]}" train_vae.py --config "$VAE_CONFIG" "output_dir=$RUN/vae" resume=latest "${DATA[@]}" ${EXTRA_VAE:-}
+fi
+stage "2/5 cache latents" "$RUN/latents/manifest.json" \
+  "${LAUNCH[@]}" -m pipelines.latent_cache "vae=$VAE_DIR" "output_dir=$RUN/latents" "${DIT_DATA[@]}"
+stage "3/5 train DiT" "$RUN/dit/pipeline/model_index.json" \
+  "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$RUN/dit" "vae=$VAE_DIR" \
+  "cache_dir=$RUN/latents" resume=latest "${DIT_DATA[@]}" ${EXTRA_DIT:-}
+if [ "$DATASET" = synthetic ]; then
+  stage "4/5 train the synthetic-data classifier (offline FVD/IS detector)" "$RUN/classifier/config.json" \
+    python -m pipelines.classifier "output=$RUN/classifier"
+fi
+stage "5/5 sample and evaluate" "$RUN/eval/metrics.json" \
+  python evaluate.py --run "$RUN" --dataset "$DATASET" ${DATA_ROOT:+--data-root "$DATA_ROOT"}
+
+python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 --steps 100
+python -m pipelines.report summary "$RUN"
