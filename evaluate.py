@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", default=defaults.precision, choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--num-frames", type=int, default=defaults.num_frames,
+                        help="frames scored per video: the protocol's 16 (fewer only for smoke tests)")
     parser.add_argument("--detector-cache", default=None, help="folder of i3d_torchscript.pt / c3d_ucf101.pt")
     args = parser.parse_args(argv)
     if args.dataset != "synthetic" and not args.data_root:

@@ -6,7 +6,8 @@ Both models get the same width, depth (diffusers' `num_layers` counts spatial+te
 blocks) and heads, learned sigma, exact-GELU MLPs and no cross-attention; both are timed in float32 on the
 same inputs with the IDDPM hybrid loss and AdamW, alternating repeats so machine noise hits both alike.
 GFLOP/s counts matmul/attention FLOPs (torch.utils.flop_counter) over the median wall time; "% matmul" is
-the median over repeats of a step's GFLOP/s over a 2048x2048 float32 matmul's, measured right before it.
+the median over repeats of a step's GFLOP/s over a 2048x2048 float32 matmul's, measured right before it;
+"normalised" compares medians of step time x that matmul speed, which cancels most drift in machine load.
 """
 
 import argparse
@@ -139,6 +140,8 @@ def bench_shape(preset: dict, shape, batch: int, warmup: int, repeats: int, prob
                 gflops=flops / median / 1e9,
                 fraction=statistics.median(flops / 1e9 / dt / ref for dt, ref in runs[name]),
                 matmul=statistics.median(ref for _, ref in runs[name]),
+                # step time in units of the machine's speed at that moment: steadier when the load drifts
+                normalised=statistics.median(dt * ref for dt, ref in runs[name]),
                 params=runner.params,
             )
     return results
@@ -168,17 +171,18 @@ def main() -> None:
 
 def print_table(all_results: dict) -> None:
     columns = ["latents (C x F x H x W)", "step", "model", "params", "GFLOP", "ms", "GFLOP/s", "matmul GFLOP/s",
-               "% matmul", "ours/diffusers"]
+               "% matmul", "ours/diffusers", "ours/diffusers normalised"]
     rows = []
     for shape_name, results in all_results.items():
         label = f"{shape_name} ({' x '.join(map(str, SHAPES[shape_name]))})"
         for step in ("train", "sample"):
-            ratio = results["ours", step]["seconds"] / results["diffusers", step]["seconds"]
+            ours, theirs = results["ours", step], results["diffusers", step]
+            ratios = [f"{ours[key] / theirs[key]:.3f}" for key in ("seconds", "normalised")]
             for model in ("ours", "diffusers"):
                 r = results[model, step]
                 rows.append([label, step, model, f"{r['params'] / 1e6:.2f}M", f"{r['gflop']:.1f}",
                              f"{r['seconds'] * 1e3:.1f}", f"{r['gflops']:.1f}", f"{r['matmul']:.1f}",
-                             f"{100 * r['fraction']:.1f}%", f"{ratio:.3f}" if model == "ours" else ""])
+                             f"{100 * r['fraction']:.1f}%", *(ratios if model == "ours" else ["", ""])])
     widths = [max(len(cell) for cell in column) for column in zip(columns, *rows)]
     for i, row in enumerate([columns, *rows]):
         cells = [cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]

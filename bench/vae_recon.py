@@ -33,7 +33,7 @@ from vae import LeanVAE  # noqa: E402
 
 CLIPS = [ROOT / "tests" / "data" / name for name in ("carphone.mp4", "bigbuckbunny.mp4")]
 NUM_FRAMES, RESOLUTION = 17, 64
-DEFAULT_STEPS = 600
+DEFAULT_STEPS = 800
 
 
 def real_clips(path: Path) -> torch.Tensor:

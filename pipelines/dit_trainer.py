@@ -91,7 +91,7 @@ class DiTTrainer:
                        num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
-        opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
         sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
                              cfg.min_learning_rate / cfg.learning_rate)
         loader = DataLoader(self.latents, batch_size=cfg.batch_size, shuffle=True, drop_last=True,

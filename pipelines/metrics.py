@@ -129,19 +129,21 @@ def classification_accuracy(probs: Any, labels: Any) -> float:
 
 
 def videos_to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """Float videos in [-1, 1] -> uint8 in [0, 255], rounding half up like StyleGAN-V and Latte.
+    """Float videos in [-1, 1] -> uint8 in [0, 255], rounding half up, bit for bit as StyleGAN-V.
 
-    StyleGAN-V computes (x * 127.5 + 128).clamp(0, 255).to(uint8) and Latte ((x + 1) * 127.5 + 0.5), both a
-    truncation of (x + 1) * 127.5 + 0.5. Uint8 input is returned unchanged. Any layout works; the protocol's
-    is (B, 3, T, H, W).
+    StyleGAN-V computes (x * 127.5 + 128).clamp(0, 255).to(uint8) in float32, as here; Latte's
+    ((x * 0.5 + 0.5) * 255 + 0.5) is the same rounding but float error splits the two on exact ties
+    (x = j / 255, j odd). Uint8 input is returned unchanged. Any layout works; the protocol's is
+    (B, 3, T, H, W).
     """
     if videos.dtype == torch.uint8:
         return videos
     if not videos.is_floating_point():
         raise ValueError(f"videos must be float in [-1, 1] or uint8 in [0, 255], got dtype {videos.dtype}")
     # Decoder outputs overshoot [-1, 1] a little and are clamped; values far outside mean a wrong range.
-    if videos.numel() and videos.detach().abs().max().item() > 2.0:
-        raise ValueError("float videos must be in [-1, 1] (got values beyond +-2); pass uint8 for [0, 255] data")
+    if not bool((videos.detach().abs() <= 2.0).all()):
+        raise ValueError("float videos must be finite and in [-1, 1] (got NaN or values beyond +-2); "
+                         "pass uint8 for [0, 255] data")
     return (videos.float() * 127.5 + 128.0).clamp(0, 255).to(torch.uint8)
 
 

@@ -176,7 +176,9 @@ class VAETrainer:
             acc.register_for_checkpointing(self.loss_fn.lecam)
         self.checkpoints = Checkpoints(cfg.output_dir, cfg.checkpoints_total_limit)
         self.step = self.checkpoints.resume(acc, cfg.resume)
-        self.ema.to(acc.device)  # load_state puts registered objects on the CPU
+        # load_state puts registered objects on the CPU; float32 keeps small EMA updates of bf16 weights
+        # (DeepSpeed bf16 keeps the module itself in bf16) from rounding away.
+        self.ema.to(acc.device, dtype=torch.float32)
         self.last_logs: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
 

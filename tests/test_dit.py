@@ -9,16 +9,6 @@ from dit.layers import LatteBlock
 C, F, S = 4, 3, 8  # latent channels, frames, spatial size of the tiny test clips
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    # Tensors this small run faster on one thread: waking a second one costs more than it saves (25x more on
-    # a loaded machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(num_classes: int = 5, **overrides) -> LatteDiT:
     torch.manual_seed(0)
     kwargs = dict(DIT_PRESETS["Latte-tiny"], in_channels=C, num_frames=F, sample_size=S, num_classes=num_classes)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -40,7 +41,7 @@ def run(tmp_path: Path, name: str, *overrides: str) -> dict:
 
 def test_cli_trains_logs_and_exports(tmp_path):
     summary = run(tmp_path, "run", "max_steps=3", "log_every=1", "val_every=2", "sample_every=2",
-                  "report_to=tensorboard", "seed=7")
+                  "report_to=tensorboard", "seed=7", "val_clips=3")
     out = tmp_path / "run"
     assert summary["step"] == 3 and summary["steps_this_run"] == 3
     assert set(summary["logs"]) >= {"loss/total", "loss/pixel", "loss/wavelet_low", "loss/wavelet_high", "loss/kl",
@@ -50,6 +51,9 @@ def test_cli_trains_logs_and_exports(tmp_path):
     saved = (out / "config.yaml").read_text()
     assert "seed: 7" in saved and "preset: lean-tiny" in saved
     assert sorted(p.name for p in (out / "samples").glob("*.mp4")) == ["step_00000002.mp4", "step_00000003.mp4"]
+    with av.open(str(out / "samples/step_00000003.mp4")) as video:  # 3 held-out clips, original | recon
+        stream = video.streams.video[0]
+        assert (stream.frames, stream.height, stream.width) == (5, 3 * 32, 2 * 32)
     assert list((out / "logs").rglob("events.out.tfevents.*"))
     vae = LeanVAE.from_pretrained(out / "vae")
     assert {k: vae.config[k] for k in VAE_PRESETS["lean-tiny"]} == VAE_PRESETS["lean-tiny"]

@@ -1,0 +1,28 @@
+"""train.sh end to end with tiny budgets (SMOKE=1): every stage runs, writes its outputs, and a re-run resumes."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_sh_runs_every_stage_and_resumes(tmp_path):
+    env = {**os.environ, "SMOKE": "1", "RUN": str(tmp_path / "run")}
+    first = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert {"IS", "class accuracy"} <= set(metrics["results"])
+    assert len(list((run / "samples" / "class_12").glob("*.mp4"))) == 4
+    assert "time: total" in first.stdout and "class accuracy" in first.stdout
+    times = json.loads((run / "stage_times.json").read_text())
+    assert len(times) == 5
+
+    again = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("done already") == 5
