@@ -108,6 +108,17 @@ def _random_clips(videos: torch.Tensor, clip_frames: int, generator: torch.Gener
     return torch.stack([v[:, s : s + clip_frames] for v, s in zip(videos, starts.tolist())])  # (B, C, clip, H, W)
 
 
+def _colour_augment(videos: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random channel order and light/dark inversion per uint8 video. Label-preserving on the synthetic data,
+    whose colours and polarity are random: the classifier then learns shape and motion, not colour, from
+    fewer clips."""
+    batch = videos.shape[0]
+    order = torch.argsort(torch.rand(batch, 3, generator=generator), dim=1)  # (B, 3)
+    videos = videos[torch.arange(batch)[:, None], order]  # (B, 3, T, H, W)
+    invert = torch.rand(batch, generator=generator) < 0.5  # (B,)
+    return torch.where(invert[:, None, None, None, None], 255 - videos, videos)
+
+
 class _ItemCache:
     """Data set items as uint8 videos (what the detector sees at evaluation), each rendered once."""
 
@@ -136,14 +147,15 @@ def _num_classes(dataset: Any, num_classes: int | None) -> int:
 def train_classifier(dataset: Any, steps: int = 400, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
                      device: torch.device | str | None = None, num_classes: int | None = None,
                      resolution: int | None = None, clip_frames: int = 16,
-                     widths: Sequence[int] = (16, 32, 64, 128), progress: bool = True,
-                     ) -> tuple[VideoClassifier, list[float]]:
+                     widths: Sequence[int] = (16, 32, 64, 128), colour_augment: bool = True,
+                     progress: bool = True) -> tuple[VideoClassifier, list[float]]:
     """Train a VideoClassifier on a data set of {"video": (3, T, H, W) in [-1, 1], "label": int} items.
 
-    Each step draws `batch_size` random items (seeded) and one random `clip_frames`-frame window of each.
-    Items are kept in memory as uint8 after their first use (T * H * W * 3 bytes each). `resolution`
-    (default: the data's) is the size the classifier works at. AdamW with a short warm-up and cosine
-    decay. Returns the model in eval mode and the loss of every step.
+    Each step draws `batch_size` random items (seeded) and one random `clip_frames`-frame window of each,
+    with random channel order and colour inversion if `colour_augment` (turn it off for data whose colours
+    carry the class). Items are kept in memory as uint8 after their first use (T * H * W * 3 bytes each).
+    `resolution` (default: the data's) is the size the classifier works at. AdamW with a short warm-up and
+    cosine decay. Returns the model in eval mode and the loss of every step.
     """
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"steps and batch_size must be >= 1 and lr > 0, got {steps}, {batch_size}, {lr}")
@@ -167,7 +179,10 @@ def train_classifier(dataset: Any, steps: int = 400, batch_size: int = 32, lr: f
     for _ in tqdm(range(steps), desc="classifier", disable=not progress, leave=False):
         indices = torch.randint(0, len(dataset), (batch_size,), generator=generator).tolist()
         videos, labels = cache.batch(indices)
-        videos = _random_clips(videos, clip_frames, generator).to(device)  # (B, 3, clip, H, W) uint8
+        videos = _random_clips(videos, clip_frames, generator)  # (B, 3, clip, H, W) uint8
+        if colour_augment:
+            videos = _colour_augment(videos, generator)
+        videos = videos.to(device)
         _, logits = model(preprocess(videos.float(), resolution))  # (B, K)
         loss = F.cross_entropy(logits, labels.to(device))
         optimizer.zero_grad(set_to_none=True)

@@ -92,6 +92,10 @@ def sha256_of(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -99,19 +103,29 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def download_detector(spec: DetectorSpec, dest: Path, timeout: float = 30.0) -> Path:
-    """Download `spec.url` to `dest` with a progress bar; the file appears only once complete."""
+    """Download `spec.url` to `dest` with a progress bar and record its sha256 next to it.
+
+    The file appears only once complete and, when a hash is pinned, only if it matches.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(spec.url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=spec.filename) as bar:
                 while chunk := response.read(1 << 20):
                     f.write(chunk)
+                    digest.update(chunk)
                     bar.update(len(chunk))
+        actual = digest.hexdigest()
+        if spec.sha256 is not None and actual != spec.sha256.lower():
+            raise DetectorChecksumError(f"the file downloaded from {spec.url} has sha256 {actual}, not the pinned "
+                                        f"{spec.sha256.lower()}; it was not saved")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+    _write_atomic(_sidecar(dest), f"{actual}  {dest.name}\n")
     return dest
 
 
@@ -126,7 +140,7 @@ def _unavailable(spec: DetectorSpec, path: Path, reason: str) -> DetectorUnavail
 def verify_sha256(spec: DetectorSpec, path: Path) -> str:
     """Check the file's sha256 against the pinned hash or the recorded sidecar; record it on first use."""
     actual = sha256_of(path)
-    sidecar = path.with_name(path.name + ".sha256")
+    sidecar = _sidecar(path)
     if spec.sha256 is not None:
         expected, source = spec.sha256.lower(), "the pinned hash"
     elif sidecar.is_file():

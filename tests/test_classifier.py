@@ -2,33 +2,14 @@ import numpy as np
 import pytest
 import torch
 
+from pipelines.classifier import (ClassifierDetector, VideoClassifier, _colour_augment, evaluate_classifier,
+                                  load_classifier, preprocess, save_classifier, train_classifier)
 from pipelines.data import SyntheticVideoDataset
-from pipelines.classifier import (ClassifierDetector, VideoClassifier, evaluate_classifier, load_classifier,
-                                  preprocess, save_classifier, train_classifier)
 from pipelines.metrics import detector_outputs, videos_to_uint8
 
 
-class MovingBlobs:
-    """4 classes: a bright 4x4 blob moving right / left / down / up from a random start, over noise."""
-
-    num_classes = 4
-
-    def __init__(self, num_samples, seed, num_frames=10, resolution=16):
-        self.num_samples, self.seed, self.num_frames, self.resolution = num_samples, seed, num_frames, resolution
-
-    def __len__(self):
-        return self.num_samples
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
-        label = i % 4
-        dx, dy = [(1, 0), (-1, 0), (0, 1), (0, -1)][label]
-        video = torch.rand(3, self.num_frames, self.resolution, self.resolution, generator=g) * 0.6 - 1
-        x0, y0 = torch.randint(4, self.resolution - 8, (2,), generator=g).tolist()
-        for t in range(self.num_frames):
-            x, y = x0 + dx * t // 2, y0 + dy * t // 2
-            video[:, t, y : y + 4, x : x + 4] = 1.0
-        return {"video": video, "label": label}
+def tiny_synthetic(num_samples, seed, num_frames=10):
+    return SyntheticVideoDataset(num_samples, num_frames=num_frames, resolution=16, seed=seed, num_classes=4)
 
 
 TINY = dict(widths=(8, 16), clip_frames=8, progress=False)
@@ -77,16 +58,14 @@ def test_motion_channels_see_only_change():
 
 def test_training_learns_the_synthetic_classes():
     # 4 classes of the built-in data set: one shape moving in 4 directions, told apart only by motion.
-    train = SyntheticVideoDataset(64, num_frames=10, resolution=16, seed=0, num_classes=4)
-    model, losses = train_classifier(train, steps=80, batch_size=16, lr=1e-2, seed=0, **TINY)
+    model, losses = train_classifier(tiny_synthetic(64, seed=0), steps=80, batch_size=16, lr=1e-2, seed=0, **TINY)
     assert losses[0] == pytest.approx(np.log(4), rel=1e-4)
     assert np.mean(losses[-10:]) < 0.25 * losses[0]
-    held_out = SyntheticVideoDataset(48, num_frames=10, resolution=16, seed=1, num_classes=4)
-    assert evaluate_classifier(model, held_out, clip_frames=8) >= 0.75  # chance is 0.25
+    assert evaluate_classifier(model, tiny_synthetic(48, seed=1), clip_frames=8) >= 0.75  # chance is 0.25
 
 
 def test_training_is_seeded():
-    data = MovingBlobs(16, seed=0)
+    data = tiny_synthetic(16, seed=0)
     _, a = train_classifier(data, steps=3, batch_size=4, seed=3, **TINY)
     _, b = train_classifier(data, steps=3, batch_size=4, seed=3, **TINY)
     _, c = train_classifier(data, steps=3, batch_size=4, seed=4, **TINY)
@@ -97,9 +76,9 @@ def test_training_rejects_bad_input():
     with pytest.raises(ValueError, match="num_classes"):
         train_classifier([{"video": torch.zeros(3, 8, 16, 16), "label": 0}], steps=1, **TINY)
     with pytest.raises(ValueError, match="clip_frames"):
-        train_classifier(MovingBlobs(4, 0, num_frames=6), steps=1, batch_size=2, **TINY)
+        train_classifier(tiny_synthetic(4, 0, num_frames=6), steps=1, batch_size=2, **TINY)
     with pytest.raises(ValueError, match="steps"):
-        train_classifier(MovingBlobs(4, 0), steps=0, **TINY)
+        train_classifier(tiny_synthetic(4, 0), steps=0, **TINY)
 
 
 def test_save_load_round_trip(tmp_path):
@@ -115,3 +94,17 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(loaded(x)[1], model(x)[1])
     with pytest.raises(FileNotFoundError, match="no saved classifier"):
         load_classifier(tmp_path / "missing")
+
+
+
+def test_colour_augment_permutes_channels_and_inverts():
+    videos = torch.randint(0, 256, (64, 3, 2, 4, 4), dtype=torch.uint8)
+    out = _colour_augment(videos, torch.Generator().manual_seed(0))
+    kinds = set()
+    for v, o in zip(videos, out):
+        inverted = not any(torch.equal(o[0], v[c]) for c in range(3))
+        plain = 255 - o if inverted else o
+        order = tuple(next(c for c in range(3) if torch.equal(plain[k], v[c])) for k in range(3))
+        assert sorted(order) == [0, 1, 2]
+        kinds.add((inverted, order))
+    assert len(kinds) > 6  # both polarities and several channel orders occur

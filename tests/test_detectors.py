@@ -156,3 +156,11 @@ def test_interrupted_download_leaves_no_file(tmp_path, cache, monkeypatch):
 def test_unknown_detector_name():
     with pytest.raises(ValueError, match="available: c3d_ucf101, i3d"):
         load_detector("inception")
+
+
+def test_download_with_wrong_pinned_hash_is_not_saved(tmp_path, cache, monkeypatch):
+    data = _save_stand_in(tmp_path / "src.pt", 400)
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _FakeResponse(data))
+    with pytest.raises(DetectorChecksumError, match="not saved"):
+        ensure_detector_file(replace(I3D, sha256="f" * 64))
+    assert not list(cache.glob("*"))
