@@ -1,7 +1,7 @@
 """Reconstruction benchmark: the default small LeanVAE, trained on CPU on the synthetic data set only, against
 a non-learned baseline at the same 4x8x8 compression, on held-out real clips.
 
-    nice python bench/vae_recon.py                          # train (configs/vae/default.yaml, --max-steps), evaluate
+    nice python bench/vae_recon.py                          # train configs/vae/default.yaml as is, evaluate
     python bench/vae_recon.py --eval-only runs/vae/vae      # evaluate a trained model
     python bench/vae_recon.py --max-steps 300 data.num_frames=9   # any train_vae.py override
 
@@ -33,7 +33,6 @@ from vae import LeanVAE  # noqa: E402
 
 CLIPS = [ROOT / "tests" / "data" / name for name in ("carphone.mp4", "bigbuckbunny.mp4")]
 NUM_FRAMES, RESOLUTION = 17, 64
-DEFAULT_STEPS = 800
 
 
 def real_clips(path: Path) -> torch.Tensor:
@@ -69,7 +68,7 @@ def table(rows: list[tuple[str, str, torch.Tensor, torch.Tensor]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--eval-only", type=Path, help="a saved LeanVAE folder: skip training")
-    parser.add_argument("--max-steps", type=int, default=DEFAULT_STEPS, help=f"training steps (default {DEFAULT_STEPS})")
+    parser.add_argument("--max-steps", type=int, help="training steps (default: the config's max_steps, 800)")
     parser.add_argument("--output-dir", default="runs/bench_vae_recon")
     parser.add_argument("overrides", nargs="*", help="train_vae.py config overrides, key=value")
     args = parser.parse_args()
@@ -77,8 +76,8 @@ def main() -> None:
     if args.eval_only:
         vae_path, seconds = args.eval_only, 0.0
     else:
-        cfg = parse_cli(VAETrainConfig, DEFAULT_CONFIG, [f"max_steps={args.max_steps}",
-                                                         f"output_dir={args.output_dir}", *args.overrides])
+        steps = [f"max_steps={args.max_steps}"] if args.max_steps else []
+        cfg = parse_cli(VAETrainConfig, DEFAULT_CONFIG, [*steps, f"output_dir={args.output_dir}", *args.overrides])
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
