@@ -28,6 +28,9 @@ class LatteDiT(ModelMixin, ConfigMixin):
 
     `num_classes=0` builds an unconditional model; otherwise class index `num_classes` is the null class, used
     for all samples when `class_labels` is None and for a `class_dropout_prob` share of labels in training.
+    `class_embed_std` is the class table's initial spread: DiT and Latte use 0.02, which leaves the classes
+    nearly indistinguishable to the zero-initialised adaLN layers until the table has grown, a wait that runs of
+    a few thousand steps cannot afford; ~1 lets them condition on the class from the start.
     """
 
     _supports_gradient_checkpointing = True
@@ -47,9 +50,11 @@ class LatteDiT(ModelMixin, ConfigMixin):
         num_classes: int = 0,
         class_dropout_prob: float = 0.1,
         learn_sigma: bool = True,
+        class_embed_std: float = 0.02,
     ):
         super().__init__()
-        _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob)
+        _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob,
+                      class_embed_std)
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         grid = sample_size // patch_size
 
@@ -82,7 +87,7 @@ class LatteDiT(ModelMixin, ConfigMixin):
         nn.init.normal_(self.t_embedder.linear_1.weight, std=0.02)
         nn.init.normal_(self.t_embedder.linear_2.weight, std=0.02)
         if self.y_embedder is not None:
-            nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+            nn.init.normal_(self.y_embedder.embedding_table.weight, std=self.config.class_embed_std)
         # adaLN-Zero: every block starts as the identity and the model output starts at exactly zero.
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
@@ -155,7 +160,8 @@ class LatteDiT(ModelMixin, ConfigMixin):
         return class_labels.to(device)
 
 
-def _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob) -> None:
+def _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob,
+                      class_embed_std) -> None:
     if sample_size % patch_size != 0:
         raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size})")
     if depth < 2 or depth % 2 != 0:
@@ -166,3 +172,5 @@ def _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_cl
         raise ValueError(f"num_classes must be >= 0 (0 = unconditional), got {num_classes}")
     if not 0.0 <= class_dropout_prob < 1.0:
         raise ValueError(f"class_dropout_prob must lie in [0, 1), got {class_dropout_prob}")
+    if class_embed_std <= 0:
+        raise ValueError(f"class_embed_std must be > 0, got {class_embed_std}")

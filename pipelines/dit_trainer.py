@@ -36,6 +36,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dit" / "defa
 class DiTModelConfig:
     preset: str = "Latte-T/2"
     class_dropout_prob: float = 0.1
+    class_embed_std: float = 0.02  # Latte's; short CPU runs use ~1 (see LatteDiT)
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -88,7 +89,8 @@ class DiTTrainer:
         if height != width:
             raise ConfigError(f"the DiT takes square latents; the cache holds {height}x{width}")
         dit = LatteDiT(**DIT_PRESETS[cfg.model.preset], in_channels=channels, num_frames=frames, sample_size=height,
-                       num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob)
+                       num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob,
+                     class_embed_std=cfg.model.class_embed_std)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
         opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)

@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
+from accelerate import PartialState
 from PIL import Image
 
 from .data import write_video
@@ -38,7 +39,7 @@ def load_pipeline(path: str | Path, scheduler: str = "ddpm", device: Optional[st
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     pipe = LatteVideoPipeline.from_pretrained(str(path))
     pipe.scheduler = make_scheduler(scheduler)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or PartialState().device  # the accelerator accelerate would pick: CUDA, MPS, XPU or CPU
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
     torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])
     pipe.vae.to(device=device)  # the VAE decodes in float32: it is cheap, and its output is what users see

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
+from accelerate import PartialState
 
 from .classifier import evaluate_classifier, save_classifier, train_classifier
 from .config import load_config
@@ -39,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     cfg = load_config(ClassifierConfig, None, parser.parse_args(argv).overrides)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = PartialState().device
     train = SyntheticVideoDataset(cfg.num_samples, cfg.num_frames, cfg.resolution, cfg.seed, cfg.num_classes)
     held = SyntheticVideoDataset(cfg.held_out, cfg.num_frames, cfg.resolution, cfg.seed + 1000, cfg.num_classes)
     model, losses = train_classifier(train, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,

@@ -82,6 +82,13 @@ def test_null_class_and_unconditional_labels():
     assert not torch.allclose(mixed[0], null[0])
 
 
+@pytest.mark.parametrize("std", [0.02, 1.0])
+def test_class_table_starts_at_the_configured_spread(std):
+    table = tiny(num_classes=50, hidden_size=64, class_embed_std=std).y_embedder.embedding_table.weight  # (51, 64)
+    assert abs(table.std().item() / std - 1) < 0.05
+    assert LatteDiT.from_config(tiny(class_embed_std=std).config).config.class_embed_std == std
+
+
 def test_label_dropout_only_in_training():
     model = tiny(num_classes=5, class_dropout_prob=0.5)
     labels = torch.arange(5).repeat(20)  # (100,)
@@ -260,6 +267,7 @@ def test_bad_timesteps_and_labels_raise():
         (dict(hidden_size=30), "multiple of 4 and of num_heads"),
         (dict(num_classes=-1), "num_classes must be >= 0"),
         (dict(class_dropout_prob=1.0), r"class_dropout_prob must lie in \[0, 1\)"),
+        (dict(class_embed_std=0.0), "class_embed_std must be > 0"),
     ],
 )
 def test_bad_config_raises(overrides, match):

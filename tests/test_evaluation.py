@@ -29,9 +29,11 @@ def run(tmp_path_factory):
 def test_synthetic_evaluation_writes_labelled_metrics_and_samples(run):
     report = evaluate(EvalConfig(run=str(run), num_fake=12, steps=2, batch_size=5, num_frames=9))
     results = report["results"]
-    assert set(results) == {"FVD (12 real / 12 generated)", "IS", "class accuracy", "chance"}
+    assert set(results) == {"FVD (12 real / 12 generated)", "IS", "class accuracy",
+                            "class accuracy of VAE reconstructions", "chance"}
     assert results["FVD (12 real / 12 generated)"] >= 0 and 1.0 <= results["IS"]["mean"] <= 4.0
     assert 0.0 <= results["class accuracy"] <= 1.0 and results["chance"] == 0.25
+    assert 0.0 <= results["class accuracy of VAE reconstructions"] <= 1.0
     assert "not I3D" in report["detector_note"]
     assert json.loads((run / "eval" / "metrics.json").read_text())["results"] == results
     assert len(list((run / "eval" / "samples").glob("class_*.mp4"))) == 8  # 2 per class

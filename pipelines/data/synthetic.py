@@ -4,7 +4,9 @@ Class = shape x direction of motion (4 x 4 = 16 classes). Colours, size, speed, 
 are random, drawn from (seed, index) alone, and none of them depends on the class: the shape is visible in
 every frame, but the direction only shows across frames (the start position has the same distribution for every
 direction and the shapes have no orientation), so a model has to look at motion to tell all classes apart.
-Shapes are drawn from signed distance functions with a one-pixel soft edge, which anti-aliases them.
+Shapes are drawn from signed distance functions with a one-pixel soft edge, which anti-aliases them. They are
+a third to almost half of the frame across, so that they span several cells of an 8x-downsampled latent: at a
+fifth to a third (radius 0.09-0.15) the default VAE kept the motion but lost the shape in 40% of held-out clips.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def sample_params(generator: torch.Generator) -> SceneParams:
     back, front = (low, high) if dark else (high, low)
     colour = torch.rand(3, 3, generator=generator)
     return SceneParams(
-        radius=0.09 + 0.06 * u[1],
+        radius=0.15 + 0.07 * u[1],
         travel=0.18 + 0.14 * u[2],
         start=(0.38 + 0.24 * u[3], 0.38 + 0.24 * u[4]),
         object_colour=tuple((front[0] + (front[1] - front[0]) * colour[0]).tolist()),
