@@ -161,7 +161,7 @@ class LatteDiT(ModelMixin, ConfigMixin):
 
 
 def _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob,
-                      class_embed_std) -> None:
+                  class_embed_std) -> None:
     if sample_size % patch_size != 0:
         raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size})")
     if depth < 2 or depth % 2 != 0:

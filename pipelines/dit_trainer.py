@@ -90,7 +90,7 @@ class DiTTrainer:
             raise ConfigError(f"the DiT takes square latents; the cache holds {height}x{width}")
         dit = LatteDiT(**DIT_PRESETS[cfg.model.preset], in_channels=channels, num_frames=frames, sample_size=height,
                        num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob,
-                     class_embed_std=cfg.model.class_embed_std)
+                       class_embed_std=cfg.model.class_embed_std)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
         opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)

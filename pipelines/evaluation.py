@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from vae.model import TIME_STRIDE
+from vae.model import SPACE_STRIDE, TIME_STRIDE
 
 from .classifier import ClassifierDetector, load_classifier
 from .data import DataConfig, build_dataset, read_frames
@@ -63,14 +63,20 @@ def _generate(pipe, labels: list, cfg: EvalConfig) -> Iterator[torch.Tensor]:
         yield videos_to_uint8(videos[:, :, :cfg.num_frames].cpu())
 
 
-def _real_clips(cfg: EvalConfig, resolution: int, count: int, classes: int) -> Iterator[torch.Tensor]:
-    """Real clips as the protocol cuts them: 16 frames from a seeded random start (Latte's stride 3)."""
-    if cfg.dataset == "synthetic":  # held-out clips: another seed than the training set's
-        data = build_dataset(DataConfig(name="synthetic", num_samples=count, num_frames=cfg.num_frames,
-                                        resolution=resolution, synthetic_classes=classes or 16,
-                                        seed=10_000 + cfg.seed))
+def _held_out_synthetic(cfg: EvalConfig, resolution: int, count: int, classes: int, clip_frames: int):
+    """Synthetic clips of another seed than the training set's, as long as the clips the models were trained on."""
+    return build_dataset(DataConfig(name="synthetic", num_samples=count, num_frames=clip_frames,
+                                    resolution=resolution, synthetic_classes=classes or 16, seed=10_000 + cfg.seed))
+
+
+def _real_clips(cfg: EvalConfig, resolution: int, count: int, classes: int,
+                clip_frames: int) -> Iterator[torch.Tensor]:
+    """Real clips as the protocol cuts them: 16 frames from a seeded random start (Latte's stride 3); synthetic
+    clips are cut like the generated ones: the first 16 frames of a `clip_frames`-frame clip."""
+    if cfg.dataset == "synthetic":
+        data = _held_out_synthetic(cfg, resolution, count, classes, clip_frames)
         for i in range(count):
-            yield data[i]["video"]
+            yield data[i]["video"][:, :cfg.num_frames]
         return
     data = build_dataset(DataConfig(name=cfg.dataset, root=cfg.data_root, split="train" if cfg.dataset == "sky"
                                     else "all", num_frames=1, resolution=resolution, clip_sampling="center"))
@@ -80,13 +86,12 @@ def _real_clips(cfg: EvalConfig, resolution: int, count: int, classes: int) -> I
         yield frames_to_tensor(read_frames(data.samples[video_index].path, frames.tolist()), resolution)
 
 
-def _reconstruction_accuracy(pipe, detector, cfg: EvalConfig, resolution: int, count: int, classes: int) -> float:
+def _reconstruction_accuracy(pipe, detector, cfg: EvalConfig, resolution: int, count: int, classes: int,
+                             clip_frames: int) -> float:
     """How often the detector recognises the class of held-out synthetic clips after a VAE round trip: the
     ceiling for generated clips, which the same decoder makes; it tells a VAE that loses the class from a weak DiT."""
     vae = pipe.vae
-    frames = 1 + TIME_STRIDE * (pipe.transformer.config.num_frames - 1)  # the clip length the VAE was trained on
-    data = build_dataset(DataConfig(name="synthetic", num_samples=count, num_frames=frames, resolution=resolution,
-                                    synthetic_classes=classes, seed=10_000 + cfg.seed))
+    data = _held_out_synthetic(cfg, resolution, count, classes, clip_frames)
 
     def reconstructions() -> Iterator[torch.Tensor]:
         for start in range(0, count, cfg.batch_size):
@@ -106,7 +111,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     run = Path(cfg.run)
     pipe = load_pipeline(find_pipeline(run), cfg.scheduler, cfg.device, cfg.precision)
     device = pipe.transformer.device
-    resolution = pipe.transformer.config.sample_size * 8
+    resolution = pipe.transformer.config.sample_size * SPACE_STRIDE
+    clip_frames = 1 + TIME_STRIDE * (pipe.transformer.config.num_frames - 1)  # what the VAE decodes the latents to
     k = pipe.num_classes
     synthetic = cfg.dataset == "synthetic"
     num_fake = cfg.num_fake or (16 * max(k, 1) if synthetic else FVD2048_16F.num_fake)
@@ -135,8 +141,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             label = labels[start + j]
             if len(kept.setdefault(label, [])) < cfg.videos_to_keep:
                 kept[label].append(video.permute(1, 2, 3, 0))  # (T, H, W, 3)
-    real_features = detector_outputs(fvd_detector, _real_clips(cfg, resolution, num_real, k), I3D.call_kwargs,
-                                     cfg.batch_size, desc="real features")
+    real_clips = _real_clips(cfg, resolution, num_real, k, clip_frames)
+    real_features = detector_outputs(fvd_detector, real_clips, I3D.call_kwargs, cfg.batch_size, desc="real features")
     fake_features = np.concatenate(fake_features)
     results = {f"FVD ({len(real_features)} real / {len(fake_features)} generated)":
                fvd_from_features(real_features, fake_features)}
@@ -147,7 +153,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         if synthetic and k:
             results["class accuracy"] = classification_accuracy(probs, labels)
             results["class accuracy of VAE reconstructions"] = _reconstruction_accuracy(
-                pipe, is_detector, cfg, resolution, num_real, k)
+                pipe, is_detector, cfg, resolution, num_real, k, clip_frames)
             results["chance"] = 1.0 / k
 
     names = pipe.class_names
