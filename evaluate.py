@@ -3,47 +3,40 @@
     python evaluate.py --run runs/default                                   # synthetic: offline classifier detector
     python evaluate.py --run runs/ucf101 --dataset ucf101 --data-root /data/UCF-101   # I3D FVD + C3D IS, 2048 videos
 
-Results go to <run>/eval/metrics.json, a few sample videos to <run>/eval/samples.
+Results go to <run>/eval/metrics.json, a few sample videos to <run>/eval/samples. Any EvalConfig key can also
+be given as key=value or in a --config YAML file.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from pipelines.detectors import DetectorUnavailableError
-from pipelines.evaluation import EvalConfig, evaluate
-from pipelines.pipeline_latte import SCHEDULERS
+from pipelines.common.cli import parse_cli
+from pipelines.common.errors import exit_on_user_error
+from pipelines.evaluation.generation import EvalConfig, evaluate
+
+FLAGS = {
+    "run": "the run folder (default runs/default)",
+    "dataset": "synthetic (default), ucf101 or sky",
+    "data_root": "the real videos FVD compares against (ucf101 / sky)",
+    "num_fake": "generated videos (default: 2048; synthetic: 16 per class)",
+    "num_real": "real clips (default: 2048; synthetic: as many as generated)",
+    "steps": "denoising steps (default 100)",
+    "scheduler": "ddpm (default), ddim or dpm",
+    "guidance_scale": "default: the run's",
+    "batch_size": "videos per batch (default 32)",
+    "seed": "random seed (default 0)",
+    "device": "default: the accelerator accelerate picks",
+    "precision": "fp32 (default), bf16 or fp16 for the DiT",
+    "num_frames": "frames scored per video: the protocol's 16 (fewer only for smoke tests)",
+    "detector_cache": "folder of i3d_torchscript.pt / c3d_ucf101.pt",
+}
 
 
 def main(argv=None) -> int:
-    defaults = EvalConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", default=defaults.run)
-    parser.add_argument("--dataset", choices=["synthetic", "ucf101", "sky"], default=defaults.dataset)
-    parser.add_argument("--data-root", default="", help="real videos for FVD (ucf101 / sky)")
-    parser.add_argument("--num-fake", type=int, default=None, help="default: 2048 (synthetic: 16 per class)")
-    parser.add_argument("--num-real", type=int, default=None, help="default: 2048 (synthetic: as many as fake)")
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default=defaults.scheduler)
-    parser.add_argument("--guidance-scale", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--precision", default=defaults.precision, choices=["fp32", "bf16", "fp16"])
-    parser.add_argument("--num-frames", type=int, default=defaults.num_frames,
-                        help="frames scored per video: the protocol's 16 (fewer only for smoke tests)")
-    parser.add_argument("--detector-cache", default=None, help="folder of i3d_torchscript.pt / c3d_ucf101.pt")
-    args = parser.parse_args(argv)
-    if args.dataset != "synthetic" and not args.data_root:
-        parser.error(f"--data-root is needed for --dataset {args.dataset}: the real videos FVD compares against")
-    cfg = EvalConfig(**{k.replace("-", "_"): v for k, v in vars(args).items()})
-    try:
-        report = evaluate(cfg)
-    except (FileNotFoundError, DetectorUnavailableError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with exit_on_user_error("evaluate.py"):
+        report = evaluate(parse_cli(EvalConfig, argv, __doc__, flags=FLAGS))
     print(json.dumps(report["results"], indent=2))
     print(f"({report['detector_note']}); samples in {report['samples_dir']}")
     return 0

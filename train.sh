@@ -7,9 +7,10 @@
 #
 # Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint.
 # Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
-# the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained LeanVAE folder: skip
-# stage 1), EXTRA_VAE / EXTRA_DIT (more key=value overrides for the two trainers), SMOKE=1 (tiny models and
-# budgets: a one-minute check that every stage runs, not a useful model).
+# the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained or imported VAE folder,
+# e.g. a diffusers AutoencoderKL used per frame: skips stage 1), EXTRA_VAE / EXTRA_DIT (more key=value overrides
+# for the two trainers), SMOKE=1 (tiny models and budgets: a one-minute check that every stage runs, not a
+# useful model). The run folder's layout is pipelines/common/layout.py's.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,7 +18,8 @@ DATASET=${1:-synthetic}
 DATA_ROOT=${2:-}
 RUN=${RUN:-runs/$([ "$DATASET" = synthetic ] && echo default || echo "$DATASET")}
 mkdir -p "$RUN"
-TIMES="$RUN/stage_times.json"
+USER_VAE=${VAE:-}
+eval "$(python -m pipelines.common.layout "$RUN")"  # VAE_RUN, VAE, LATENTS, MANIFEST, DIT_RUN, PIPELINE, ...
 
 case "$DATASET" in
   synthetic)
@@ -41,9 +43,9 @@ esac
 SMOKE_ARGS=() SMOKE_VAE=() SMOKE_DIT=() SMOKE_CLS=() SMOKE_EVAL=() SMOKE_SAMPLE=()
 if [ -n "${SMOKE:-}" ]; then
   SMOKE_ARGS=(data.num_samples=24 data.num_frames=9 data.resolution=16)
-  SMOKE_VAE=(model.preset=lean-tiny max_steps=3 batch_size=2 val_clips=2 scaling_clips=2 checkpoint_every=2)
+  SMOKE_VAE=(model.preset=lean-tiny max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
   SMOKE_DIT=(model.preset=Latte-tiny max_steps=4 batch_size=4 checkpoint_every=2 sample_steps=2)
-  SMOKE_CLS=(steps=3 batch_size=4 num_samples=24 held_out=8 num_frames=9 resolution=16)
+  SMOKE_CLS=(max_steps=3 batch_size=4 num_samples=24 held_out=8 num_frames=9 clip_frames=9 resolution=16)
   SMOKE_EVAL=(--num-fake 8 --steps 2 --num-frames 9)
   SMOKE_SAMPLE=(--steps 2)
 fi
@@ -64,27 +66,27 @@ stage() {  # stage NAME DONE_MARKER COMMAND...: run unless DONE_MARKER exists; r
   echo "== $name"
   local start=$SECONDS
   "$@"
-  python -m pipelines.report record "$TIMES" "$name" $((SECONDS - start))
+  python -m pipelines.evaluation.report record "$RUN" "$name" $((SECONDS - start))
 }
 
-VAE_DIR=${VAE:-$RUN/vae/vae}
-if [ -z "${VAE:-}" ]; then
-  stage "1/5 train VAE" "$RUN/vae/vae/config.json" \
-    "${LAUNCH[@]}" train_vae.py --config "$VAE_CONFIG" "output_dir=$RUN/vae" resume=latest "${DATA[@]}" \
+if [ -z "$USER_VAE" ]; then
+  stage "1/5 train VAE" "$VAE/config.json" \
+    "${LAUNCH[@]}" train_vae.py --config "$VAE_CONFIG" "output_dir=$VAE_RUN" resume=latest "${DATA[@]}" \
     "${SMOKE_ARGS[@]}" "${SMOKE_VAE[@]}" ${EXTRA_VAE:-}
 fi
-stage "2/5 cache latents" "$RUN/latents/manifest.json" \
-  "${LAUNCH[@]}" -m pipelines.latent_cache "vae=$VAE_DIR" "output_dir=$RUN/latents" "${DIT_DATA[@]}" \
-  "${SMOKE_ARGS[@]}"
-stage "3/5 train DiT" "$RUN/dit/pipeline/model_index.json" \
-  "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$RUN/dit" "vae=$VAE_DIR" \
-  "cache_dir=$RUN/latents" resume=latest "${DIT_DATA[@]}" "${SMOKE_ARGS[@]}" "${SMOKE_DIT[@]}" ${EXTRA_DIT:-}
+VAE_DIR=${USER_VAE:-$VAE}
+stage "2/5 cache latents" "$MANIFEST" \
+  "${LAUNCH[@]}" cache_latents.py "vae=$VAE_DIR" "output_dir=$LATENTS" "${DIT_DATA[@]}" "${SMOKE_ARGS[@]}"
+stage "3/5 train DiT" "$PIPELINE/model_index.json" \
+  "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$DIT_RUN" "vae=$VAE_DIR" "cache_dir=$LATENTS" \
+  resume=latest "${DIT_DATA[@]}" "${SMOKE_ARGS[@]}" "${SMOKE_DIT[@]}" ${EXTRA_DIT:-}
 if [ "$DATASET" = synthetic ]; then
-  stage "4/5 train classifier (offline FVD/IS detector)" "$RUN/classifier/config.json" \
-    python -m pipelines.train_classifier "output=$RUN/classifier" "${SMOKE_CLS[@]}"
+  stage "4/5 train classifier (offline FVD/IS detector)" "$CLASSIFIER/config.json" \
+    python -m pipelines.training.classifier_trainer --config configs/classifier/default.yaml \
+    "output_dir=$CLASSIFIER_RUN" resume=latest "${SMOKE_CLS[@]}"
 fi
-stage "5/5 sample and evaluate" "$RUN/eval/metrics.json" \
+stage "5/5 sample and evaluate" "$METRICS" \
   python evaluate.py --run "$RUN" --dataset "$DATASET" ${DATA_ROOT:+--data-root "$DATA_ROOT"} "${SMOKE_EVAL[@]}"
 
 python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 --steps 100 "${SMOKE_SAMPLE[@]}"
-python -m pipelines.report summary "$RUN"
+python -m pipelines.evaluation.report summary "$RUN"

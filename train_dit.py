@@ -1,4 +1,4 @@
-"""Train a Latte video DiT on latents cached with a trained LeanVAE.
+"""Train a Latte video DiT on latents cached with a trained VAE.
 
     python train_dit.py                                   # configs/dit/default.yaml: the synthetic run on a CPU
     accelerate launch train_dit.py --config configs/dit/latte-xl2-ucf101.yaml vae=runs/ucf/vae/vae \\
@@ -9,22 +9,7 @@ Every config key can be overridden as key=value (sections with dots: model.prese
 is saved to <output_dir>/dit (LatteDiT.from_pretrained) and a sampling pipeline to <output_dir>/pipeline.
 """
 
-from __future__ import annotations
-
-import sys
-from typing import Optional, Sequence
-
-from pipelines.config import ConfigError
-from pipelines.dit_trainer import main as run
-from pipelines.latent_cache import CacheMismatch
-
-
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    try:
-        return run(argv)
-    except (ConfigError, CacheMismatch, FileNotFoundError) as err:
-        sys.exit(f"train_dit.py: error: {err}")
-
+from pipelines.training.dit_trainer import main
 
 if __name__ == "__main__":
     main()

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 from pipelines.data import probe, read_frames  # noqa: E402
 from pipelines.data.clips import frames_to_tensor  # noqa: E402
 from pipelines.vae_eval import reconstruct, video_psnr, video_ssim  # noqa: E402
-from pipelines.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, train  # noqa: E402
-from pipelines.training import parse_cli  # noqa: E402
-from vae import LeanVAE  # noqa: E402
+from pipelines.common.cli import parse_cli  # noqa: E402
+from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, train  # noqa: E402
+from vae import load_autoencoder  # noqa: E402
 
 CLIPS = [ROOT / "tests" / "data" / name for name in ("carphone.mp4", "bigbuckbunny.mp4")]
 NUM_FRAMES, RESOLUTION = 17, 64
@@ -67,7 +67,7 @@ def table(rows: list[tuple[str, str, torch.Tensor, torch.Tensor]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--eval-only", type=Path, help="a saved LeanVAE folder: skip training")
+    parser.add_argument("--eval-only", type=Path, help="a saved VAE folder: skip training")
     parser.add_argument("--max-steps", type=int, help="training steps (default: the config's max_steps, 800)")
     parser.add_argument("--output-dir", default="runs/bench_vae_recon")
     parser.add_argument("overrides", nargs="*", help="train_vae.py config overrides, key=value")
@@ -77,12 +77,13 @@ def main() -> None:
         vae_path, seconds = args.eval_only, 0.0
     else:
         steps = [f"max_steps={args.max_steps}"] if args.max_steps else []
-        cfg = parse_cli(VAETrainConfig, DEFAULT_CONFIG, [*steps, f"output_dir={args.output_dir}", *args.overrides])
+        cfg = parse_cli(VAETrainConfig, [*steps, f"output_dir={args.output_dir}", *args.overrides],
+                        default_config=DEFAULT_CONFIG)
         start = time.perf_counter()
         train(cfg)
         seconds = time.perf_counter() - start
         vae_path = Path(args.output_dir) / "vae"
-    vae = LeanVAE.from_pretrained(vae_path).eval()
+    vae = load_autoencoder(vae_path).eval()
 
     rows, all_psnr, all_ssim = [], {"LeanVAE": [], "baseline": []}, {"LeanVAE": [], "baseline": []}
     for path in CLIPS:

@@ -27,20 +27,16 @@ from pathlib import Path
 
 import psutil
 import torch
+from accelerate import PartialState
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.data import probe, read_frames  # noqa: E402
 from pipelines.data.clips import frames_to_tensor  # noqa: E402
-from vae import VAE_PRESETS, LeanVAE  # noqa: E402
+from pipelines.training.monitor import matmul_flops_per_second  # noqa: E402
+from vae import VideoAutoencoder, build_autoencoder, load_autoencoder  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "carphone.mp4"
-
-
-def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    seconds = timed(lambda: a @ b, repeats, device)
-    return 2 * n**3 / seconds / 1e9
 
 
 def sync(device: torch.device) -> None:
@@ -79,11 +75,11 @@ def clip(frames: int, size: int, device: torch.device) -> torch.Tensor:
     return frames_to_tensor(read_frames(CLIP, indices), size).unsqueeze(0).to(device)  # (1, 3, T, H, W)
 
 
-def load_vae(path: str | None, device: torch.device) -> LeanVAE:
+def load_vae(path: str | None, device: torch.device) -> VideoAutoencoder:
     if path:
-        return LeanVAE.from_pretrained(path).to(device).eval()
+        return load_autoencoder(path).to(device).eval()
     torch.manual_seed(0)
-    return LeanVAE(**VAE_PRESETS["lean-4ch"]).to(device).eval()
+    return build_autoencoder("lean-4ch").to(device).eval()
 
 
 class PeakMemory:
@@ -163,7 +159,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=1, help="latent frames per chunk for the chunked decode rows")
     parser.add_argument("--vae", default=None, help="a trained LeanVAE folder (save_pretrained) for the PSNR column")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: the accelerator accelerate picks")
     parser.add_argument("--skip-wan", action="store_true")
     parser.add_argument("--measure", choices=["encode", "decode", "chunked", "stream"], help=argparse.SUPPRESS)
     parser.add_argument("--model", default="lean", help=argparse.SUPPRESS)
@@ -173,8 +169,9 @@ def main() -> None:
         args.op = args.measure
         return measure_memory(args)
 
-    device = torch.device(args.device)
-    peak_gflops = matmul_gflops(device)
+    device = torch.device(args.device) if args.device else PartialState().device
+    args.device = str(device)  # the memory subprocesses use the same device
+    peak_gflops = matmul_flops_per_second(device) / 1e9
     x = clip(args.frames, args.size, device)
     print(f"device {device}, {torch.get_num_threads()} threads, input {tuple(x.shape)}; "
           f"float32 matmul {peak_gflops:.1f} GFLOP/s")
@@ -206,8 +203,8 @@ def main() -> None:
             dec_mib=float("nan") if reference else peak_mib("decode", kind, args.frames, args, bf16),
         ))
 
-    print(f"\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
-          f"peak MiB enc / dec | PSNR dB |")
+    print("\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
+          "peak MiB enc / dec | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['name']} | {r['params']:.2f} | {r['gmacs']:.1f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "

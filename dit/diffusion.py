@@ -13,16 +13,6 @@ from diffusers import DDPMScheduler
 _HALF_BIN = 1.0 / 255.0
 
 
-def training_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
-    """The DDPM process Latte trains with: linear betas 1e-4..0.02, learned variance range, no clipping."""
-    return DDPMScheduler(
-        num_train_timesteps=num_train_timesteps,
-        beta_schedule="linear",
-        variance_type="learned_range",
-        clip_sample=False,
-    )
-
-
 def diffusion_loss(
     model_output: torch.Tensor,
     x0: torch.Tensor,
@@ -114,7 +104,7 @@ def _check_args(model_output, x0, noise, timesteps, scheduler) -> None:
     if cfg.variance_type != "learned_range" or cfg.prediction_type != "epsilon":
         raise ValueError(
             "diffusion_loss needs a DDPMScheduler with variance_type='learned_range' and prediction_type='epsilon' "
-            f"(see training_scheduler()), got {cfg.variance_type!r} / {cfg.prediction_type!r}"
+            f"(see dit.schedule.training_scheduler()), got {cfg.variance_type!r} / {cfg.prediction_type!r}"
         )
     if noise.shape != x0.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} must equal x0 shape {tuple(x0.shape)}")

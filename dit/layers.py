@@ -79,7 +79,11 @@ class FinalLayer(nn.Module):
 
 
 class LabelEmbedder(nn.Module):
-    """Class embedding table with an extra last row for the null class; drops labels for classifier-free guidance."""
+    """Class embedding table with an extra last row for the null class; drops labels for classifier-free guidance.
+
+    Which labels are dropped is given by `force_drop_ids` (1 = drop), which training draws from its own keyed
+    generator; without it a module in training mode draws them from torch's global RNG, as DiT does.
+    """
 
     def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
         super().__init__()
@@ -87,8 +91,10 @@ class LabelEmbedder(nn.Module):
         self.dropout_prob = dropout_prob
         self.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
 
-    def forward(self, labels: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout_prob > 0:
+    def forward(self, labels: torch.Tensor, force_drop_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if force_drop_ids is not None:
+            labels = torch.where(force_drop_ids.to(labels.device) == 1, self.num_classes, labels)
+        elif self.training and self.dropout_prob > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.dropout_prob
             labels = torch.where(drop, self.num_classes, labels)
         return self.embedding_table(labels)  # (B, D)

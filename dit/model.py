@@ -27,7 +27,8 @@ class LatteDiT(ModelMixin, ConfigMixin):
     """`model(x, timestep, class_labels=None).sample`: (B, C, F, H, W) -> (B, 2C, F, H, W) (C if not learn_sigma).
 
     `num_classes=0` builds an unconditional model; otherwise class index `num_classes` is the null class, used
-    for all samples when `class_labels` is None and for a `class_dropout_prob` share of labels in training.
+    for all samples when `class_labels` is None and for the labels `force_drop_ids` marks (in training mode
+    without it, a `class_dropout_prob` share of labels drawn from the global RNG).
     `class_embed_std` is the class table's initial spread: DiT and Latte use 0.02, which leaves the classes
     nearly indistinguishable to the zero-initialised adaLN layers until the table has grown, a wait that runs of
     a few thousand steps cannot afford; ~1 lets them condition on the class from the start.
@@ -102,8 +103,10 @@ class LatteDiT(ModelMixin, ConfigMixin):
         hidden_states: torch.Tensor,
         timestep: torch.Tensor | int | float,
         class_labels: torch.Tensor | None = None,
+        force_drop_ids: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
+        """`force_drop_ids` (B,), 1 where a label is replaced by the null class: training's label dropout."""
         self._check_input(hidden_states)
         B, p = hidden_states.shape[0], self.config.patch_size
         x = rearrange(hidden_states, "b c f (h p) (w q) -> b f (h w) (c p q)", p=p, q=p)  # (B, F, N, C*p*p)
@@ -113,7 +116,7 @@ class LatteDiT(ModelMixin, ConfigMixin):
         t_freq = self.time_proj(self._timesteps(timestep, B, x.device))  # (B, 256) float32
         c = self.t_embedder(t_freq.to(self.t_embedder.linear_1.weight.dtype))  # (B, D)
         if self.y_embedder is not None:
-            c = c + self.y_embedder(self._labels(class_labels, B, x.device))
+            c = c + self.y_embedder(self._labels(class_labels, B, x.device), force_drop_ids)
         elif class_labels is not None:
             raise ValueError("this model is unconditional (num_classes=0): pass class_labels=None")
 

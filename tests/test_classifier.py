@@ -2,17 +2,23 @@ import numpy as np
 import pytest
 import torch
 
-from pipelines.classifier import (ClassifierDetector, VideoClassifier, _colour_augment, evaluate_classifier,
-                                  load_classifier, preprocess, save_classifier, train_classifier)
+from accelerate.state import AcceleratorState, GradientState
+
+from pipelines.common.errors import ConfigError
+from pipelines.common.files import export_pretrained
+from pipelines.common.pixels import to_uint8
 from pipelines.data import SyntheticVideoDataset
-from pipelines.metrics import detector_outputs, videos_to_uint8
+from pipelines.evaluation.classifier import (ClassifierDetector, VideoClassifier, evaluate_classifier, load_classifier,
+                                             preprocess)
+from pipelines.evaluation.metrics import detector_outputs
+from pipelines.training.classifier_trainer import (ClassifierClips, ClassifierTrainConfig, ClassifierTrainer,
+                                                   colour_augment)
 
 
 def tiny_synthetic(num_samples, seed, num_frames=10):
     return SyntheticVideoDataset(num_samples, num_frames=num_frames, resolution=16, seed=seed, num_classes=4)
 
 
-TINY = dict(widths=(8, 16), clip_frames=8, progress=False)
 
 
 def test_forward_shapes_and_zero_head():
@@ -32,7 +38,7 @@ def test_detector_signature_rescales_and_resizes():
     torch.nn.init.normal_(model.head.weight)
     detector = ClassifierDetector(model)
     videos = torch.rand(3, 3, 6, 32, 32) * 2 - 1
-    x = videos_to_uint8(videos)  # (B, 3, T, 32, 32)
+    x = to_uint8(videos)  # (B, 3, T, 32, 32)
     feats = detector(x, rescale=True, resize=True, return_features=True)
     expected = model(torch.nn.functional.interpolate(x.float() / 127.5 - 1, size=(6, 16, 16), mode="area"))[0]
     torch.testing.assert_close(feats, expected)
@@ -56,37 +62,56 @@ def test_motion_channels_see_only_change():
     assert not torch.allclose(model(moving)[0], model(still)[0])
 
 
-def test_training_learns_the_synthetic_classes():
+def train(tmp_path, name, **overrides) -> dict:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    cfg = ClassifierTrainConfig(output_dir=str(tmp_path / name), report_to="none", num_frames=10, clip_frames=8,
+                                resolution=16, num_classes=4, widths=[8, 16], log_every=1, **overrides)
+    return ClassifierTrainer(cfg).run()
+
+
+def test_training_learns_the_synthetic_classes(tmp_path):
     # 4 classes of the built-in data set: one shape moving in 4 directions, told apart only by motion.
-    model, losses = train_classifier(tiny_synthetic(64, seed=0), steps=80, batch_size=16, lr=1e-2, seed=0, **TINY)
-    assert losses[0] == pytest.approx(np.log(4), rel=1e-4)
-    assert np.mean(losses[-10:]) < 0.25 * losses[0]
-    assert evaluate_classifier(model, tiny_synthetic(48, seed=1), clip_frames=8) >= 0.75  # chance is 0.25
+    summary = train(tmp_path, "learn", num_samples=64, held_out=48, max_steps=80, batch_size=16,
+                    learning_rate=1e-2, lr_warmup_steps=4)
+    assert summary["logs"]["loss/total"] < 0.25 * np.log(4)
+    assert summary["held_out_accuracy"] >= 0.75  # chance is 0.25
+    model = load_classifier(tmp_path / "learn" / "classifier")
+    held = SyntheticVideoDataset(48, num_frames=10, resolution=16, seed=1001, num_classes=4)
+    assert evaluate_classifier(model, held, clip_frames=8) == summary["held_out_accuracy"]
 
 
-def test_training_is_seeded():
-    data = tiny_synthetic(16, seed=0)
-    _, a = train_classifier(data, steps=3, batch_size=4, seed=3, **TINY)
-    _, b = train_classifier(data, steps=3, batch_size=4, seed=3, **TINY)
-    _, c = train_classifier(data, steps=3, batch_size=4, seed=4, **TINY)
-    assert a == b and a != c
+def test_training_is_seeded(tmp_path):
+    common = dict(num_samples=16, held_out=4, max_steps=3, batch_size=4)
+    a, b = train(tmp_path, "a", seed=3, **common), train(tmp_path, "b", seed=3, **common)
+    c = train(tmp_path, "c", seed=4, **common)
+    assert a["logs"]["loss/total"] == b["logs"]["loss/total"] != c["logs"]["loss/total"]
+    assert a["replica_checksums"] == b["replica_checksums"] != c["replica_checksums"]
 
 
-def test_training_rejects_bad_input():
-    with pytest.raises(ValueError, match="num_classes"):
-        train_classifier([{"video": torch.zeros(3, 8, 16, 16), "label": 0}], steps=1, **TINY)
-    with pytest.raises(ValueError, match="clip_frames"):
-        train_classifier(tiny_synthetic(4, 0, num_frames=6), steps=1, batch_size=2, **TINY)
-    with pytest.raises(ValueError, match="steps"):
-        train_classifier(tiny_synthetic(4, 0), steps=0, **TINY)
+def test_training_rejects_bad_input(tmp_path):
+    with pytest.raises(ConfigError, match="clip_frames"):
+        ClassifierTrainConfig(num_frames=6, clip_frames=8)
+    with pytest.raises(ConfigError, match="max_steps"):
+        ClassifierTrainConfig(max_steps=0)
+
+
+def test_clips_are_random_windows_rendered_once():
+    data = ClassifierClips(tiny_synthetic(4, seed=0), clip_frames=6, augment=False)
+    torch.manual_seed(0)
+    first = data[1]
+    full = to_uint8(tiny_synthetic(4, seed=0)[1]["video"])
+    starts = [s for s in range(5) if torch.equal(full[:, s:s + 6], first["video"])]
+    assert first["video"].dtype == torch.uint8 and first["video"].shape == (3, 6, 16, 16) and len(starts) == 1
+    assert first["label"] == 1 and set(data.cache) == {1}
 
 
 def test_save_load_round_trip(tmp_path):
     torch.manual_seed(1)
     model = VideoClassifier(num_classes=3, widths=(8, 16), resolution=16)
     torch.nn.init.normal_(model.head.weight)
-    path = save_classifier(model, tmp_path / "clf")
-    save_classifier(model, path)  # replacing an existing save
+    path = export_pretrained(model, tmp_path / "clf")
+    export_pretrained(model, path)  # replacing an existing save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf"]
     loaded = load_classifier(path)
     assert loaded.config.resolution == 16 and list(loaded.config.widths) == [8, 16]
@@ -98,8 +123,9 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_colour_augment_permutes_channels_and_inverts():
+    torch.manual_seed(0)
     videos = torch.randint(0, 256, (64, 3, 2, 4, 4), dtype=torch.uint8)
-    out = _colour_augment(videos, torch.Generator().manual_seed(0))
+    out = torch.stack([colour_augment(v) for v in videos])
     kinds = set()
     for v, o in zip(videos, out):
         inverted = not any(torch.equal(o[0], v[c]) for c in range(3))

@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.config import ConfigError, load_config
+from pipelines.common.config import load_config
+from pipelines.common.errors import ConfigError
 from pipelines.data import (
     UCF101,
     DataConfig,
@@ -26,7 +27,6 @@ from pipelines.data import (
     build_dataset,
     probe,
     read_frames,
-    validate_num_frames_for_vae,
     write_video,
 )
 from pipelines.data import index as index_module
@@ -361,6 +361,3 @@ def test_data_config_loads_as_a_section(tmp_path):
 def test_build_synthetic_and_vae_frame_rule():
     data = build_dataset(DataConfig(num_samples=3, num_frames=5, resolution=16, synthetic_classes=4))
     assert len(data) == 3 and data.num_classes == 4 and data[2]["video"].shape == (3, 5, 16, 16)
-    assert validate_num_frames_for_vae(17) == 17 and validate_num_frames_for_vae(1) == 1
-    with pytest.raises(ValueError, match="1 \\+ 4k frames .* use 13 or 17"):
-        validate_num_frames_for_vae(16)

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pipelines import detectors
-from pipelines.detectors import (C3D_UCF101, CACHE_ENV_VAR, I3D, DetectorChecksumError, DetectorUnavailableError,
+from pipelines.evaluation import detectors
+from pipelines.evaluation.detectors import (C3D_UCF101, CACHE_ENV_VAR, I3D, DetectorChecksumError, DetectorUnavailableError,
                                  detector_path, ensure_detector_file, load_detector)
-from pipelines.metrics import detector_outputs, fvd_from_features, inception_score_from_probs, to_probabilities
+from pipelines.evaluation.metrics import detector_outputs, fvd_from_features, inception_score_from_probs, to_probabilities
 
 # The published detectors are TorchScript files, so the stand-ins must be too.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

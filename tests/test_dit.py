@@ -103,6 +103,22 @@ def test_label_dropout_only_in_training():
     assert torch.equal(model.y_embedder(labels), table[labels])
 
 
+def test_force_drop_ids_pick_the_dropped_labels_without_the_global_rng():
+    model = tiny(num_classes=5, class_dropout_prob=0.5)
+    randomize(model)
+    x, t = torch.randn(4, C, F, S, S), torch.tensor([10, 200, 500, 900])
+    labels, drop = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 0, 1])
+    model.train()
+    state = torch.get_rng_state()
+    forced = model(x, t, class_labels=labels, force_drop_ids=drop).sample
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn from the global RNG
+    model.eval()
+    expected = model(x, t, class_labels=torch.tensor([5, 1, 2, 5])).sample  # the null class where dropped
+    assert torch.equal(forced, expected)
+    assert torch.equal(model(x, t, class_labels=labels, force_drop_ids=torch.zeros(4, dtype=torch.long)).sample,
+                       model(x, t, class_labels=labels).sample)
+
+
 def test_timestep_scalar_equals_per_sample_tensor():
     model = tiny()
     randomize(model)

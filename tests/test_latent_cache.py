@@ -5,17 +5,17 @@ import json
 import pytest
 import torch
 
-from pipelines import latent_cache
 from pipelines.data import DataConfig, build_dataset
-from pipelines.latent_cache import CacheMismatch, LatentCacheConfig, LatentDataset, build_cache, check_cache
-from vae import VAE_PRESETS, LeanVAE
+from pipelines.training import latent_cache
+from pipelines.training.latent_cache import CacheMismatch, LatentCacheConfig, LatentDataset, build_cache, check_cache
+from vae import build_autoencoder, load_autoencoder
 
 DATA = DataConfig(name="synthetic", num_samples=10, num_frames=9, resolution=16, synthetic_classes=4)
 
 
 def save_vae(path, seed=0):
     torch.manual_seed(seed)
-    LeanVAE(**VAE_PRESETS["lean-tiny"]).save_pretrained(path)
+    build_autoencoder("lean-tiny").save_pretrained(path)
     return str(path)
 
 
@@ -33,7 +33,8 @@ def test_cache_holds_the_posterior_of_each_clip(vae_dir, tmp_path):
     cached = LatentDataset(tmp_path / "cache")
     assert len(cached) == 10 and manifest["clips"] == 10 and len(manifest["shards"]) == 3
     assert manifest["latent_shape"] == [4, 3, 2, 2] and manifest["num_classes"] == 4
-    vae = LeanVAE.from_pretrained(vae_dir).eval()
+    assert manifest["vae"]["class"] == "LeanVAE" and manifest["vae"]["config"]["lc_dim"] == 8
+    vae = load_autoencoder(vae_dir).eval()
     clips = build_dataset(DATA)
     for i in (0, 5, 9):
         x = clips[i]["video"].unsqueeze(0)
@@ -45,10 +46,6 @@ def test_cache_holds_the_posterior_of_each_clip(vae_dir, tmp_path):
         assert torch.allclose(cached[i]["std"], posterior.std[0], atol=1e-6)
         assert cached[i]["label"] == clips[i]["label"]
         assert (recon - expected).abs().max() < 1e-5  # decodes to the VAE's own reconstruction of the clip
-    stats = manifest["stats"]
-    every = torch.stack([cached[i]["mean"] for i in range(len(cached))]).double()
-    assert stats["std"] == pytest.approx(float(every.std(unbiased=False)), rel=1e-6)
-    assert stats["scaling_factor"] == pytest.approx(1 / stats["std"])
 
 
 def test_rerun_after_a_kill_skips_finished_shards(vae_dir, tmp_path, monkeypatch):
@@ -58,7 +55,7 @@ def test_rerun_after_a_kill_skips_finished_shards(vae_dir, tmp_path, monkeypatch
     def dies_on_third_shard(*args):
         calls.append(args[-1].name)
         if len(calls) == 3:
-            args[-1].with_name(f".tmp-{args[-1].name}").write_bytes(b"half a shard")
+            args[-1].with_name(f".{args[-1].name}.tmp").write_bytes(b"half a shard")
             raise KeyboardInterrupt
         real_encode(*args)
 
@@ -83,3 +80,13 @@ def test_mismatched_cache_is_refused(vae_dir, tmp_path):
         check_cache(manifest, save_vae(tmp_path / "other", seed=1), DATA)
     with pytest.raises(CacheMismatch, match="num_frames: cache 9 vs run 13"):
         check_cache(manifest, vae_dir, DataConfig(**{**DATA.__dict__, "num_frames": 13}))
+
+
+def test_command_line_errors_are_one_line(vae_dir, tmp_path, capsys):
+    common = [f"output_dir={tmp_path / 'cache'}", "data.num_samples=4", "data.resolution=16"]
+    with pytest.raises(SystemExit) as exit_info:
+        latent_cache.main([f"vae={tmp_path / 'no-vae'}", *common])
+    assert exit_info.value.code == 2 and "no VAE weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        latent_cache.main([f"vae={vae_dir}", *common, "data.num_frames=8"])
+    assert exit_info.value.code == 2 and "use 5 or 9" in capsys.readouterr().err

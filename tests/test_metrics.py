@@ -5,9 +5,10 @@ import pytest
 import scipy.linalg
 import torch
 
-from pipelines.metrics import (FVD2048_16F, ISV2048_UCF, PROTOCOLS, classification_accuracy, clip_frame_indices,
+from pipelines.common.pixels import to_uint8
+from pipelines.evaluation.metrics import (FVD2048_16F, ISV2048_UCF, PROTOCOLS, classification_accuracy, clip_frame_indices,
                                detector_outputs, feature_statistics, fvd_from_features, inception_score_from_probs,
-                               real_clip_plan, to_probabilities, videos_to_uint8)
+                               real_clip_plan, to_probabilities)
 
 
 def _whitened(n, d, seed):
@@ -127,30 +128,30 @@ def test_to_probabilities_keeps_probs_and_softmaxes_logits():
     assert classification_accuracy(probs, torch.tensor([1, 2])) == 0.5
 
 
-def test_videos_to_uint8_matches_stylegan_v_and_latte():
+def test_to_uint8_matches_stylegan_v_and_latte():
     noise = torch.rand(3, 20, 5, 6) * 2.2 - 1.1
-    out = videos_to_uint8(noise)
+    out = to_uint8(noise)
     assert out.dtype == torch.uint8
     torch.testing.assert_close(out, (noise * 127.5 + 128).clamp(0, 255).to(torch.uint8), rtol=0, atol=0)
     latte = ((noise * 0.5 + 0.5) * 255).add(0.5).clamp(0, 255).to(torch.uint8)
     torch.testing.assert_close(out, latte, rtol=0, atol=0)
     # On exact ties (x = j / 255, j odd) float rounding splits the two formulas; the protocol's is StyleGAN-V's.
     grid = (torch.arange(-255, 256, dtype=torch.float64) / 255).float()
-    torch.testing.assert_close(videos_to_uint8(grid), (grid * 127.5 + 128).clamp(0, 255).to(torch.uint8),
+    torch.testing.assert_close(to_uint8(grid), (grid * 127.5 + 128).clamp(0, 255).to(torch.uint8),
                                rtol=0, atol=0)
     ties = ((grid + 1) * 127.5 - ((grid + 1) * 127.5).floor()) == 0.5
-    assert ties.sum() > 100 and (videos_to_uint8(grid)[ties] != ((grid + 1) * 127.5).round()[ties]).any()
-    assert videos_to_uint8(torch.tensor([-1.0, 0.0, 1.0, 1.05, -1.05])).tolist() == [0, 128, 255, 255, 0]
-    assert videos_to_uint8(out) is out
+    assert ties.sum() > 100 and (to_uint8(grid)[ties] != ((grid + 1) * 127.5).round()[ties]).any()
+    assert to_uint8(torch.tensor([-1.0, 0.0, 1.0, 1.05, -1.05])).tolist() == [0, 128, 255, 255, 0]
+    assert to_uint8(out) is out
 
 
-def test_videos_to_uint8_rejects_wrong_range_and_dtype():
+def test_to_uint8_rejects_wrong_range_and_dtype():
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
-        videos_to_uint8(torch.full((3, 2, 4, 4), 200.0))
+        to_uint8(torch.full((3, 2, 4, 4), 200.0))
     with pytest.raises(ValueError, match="NaN"):
-        videos_to_uint8(torch.full((3, 2, 4, 4), float("nan")))
+        to_uint8(torch.full((3, 2, 4, 4), float("nan")))
     with pytest.raises(ValueError, match="dtype"):
-        videos_to_uint8(torch.zeros(3, 2, 4, 4, dtype=torch.int64))
+        to_uint8(torch.zeros(3, 2, 4, 4, dtype=torch.int64))
 
 
 def test_clip_frame_indices_cover_every_valid_start():
@@ -206,7 +207,7 @@ def test_detector_outputs_batches_converts_and_truncates():
     items = [videos[0], videos[1:6], {"video": videos[6]}, videos[7:11]]
     det = _Recorder()
     out = detector_outputs(det, items, detector_kwargs={"rescale": True}, batch_size=4)
-    expected = videos_to_uint8(videos).float().mean(dim=(2, 3, 4)).double().numpy()
+    expected = to_uint8(videos).float().mean(dim=(2, 3, 4)).double().numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-6)
     assert out.dtype == np.float64 and out.shape == (11, 3)
     assert det.calls == [(torch.uint8, 4, True), (torch.uint8, 4, True), (torch.uint8, 3, True)]

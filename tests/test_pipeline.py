@@ -1,12 +1,15 @@
-"""LatteVideoPipeline and sample.py: schedulers, guidance, chunked decoding, save/load, errors."""
+"""LatteVideoPipeline and sample.py: diffusers' conventions (output types, latents=, per-video generators, step
+callbacks), schedulers, guidance, chunked decoding, save / load, errors."""
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import sample
-from dit import DIT_PRESETS, LatteDiT
-from pipelines.pipeline_latte import SCHEDULERS, LatteVideoPipeline, make_scheduler
-from vae import VAE_PRESETS, LeanVAE
+from dit import DIT_PRESETS, SCHEDULERS, LatteDiT, make_scheduler
+from pipelines import LatteVideoPipeline
+from vae import build_autoencoder
 
 
 def tiny_pipeline(num_classes=5, scheduler="ddpm") -> LatteVideoPipeline:
@@ -14,22 +17,84 @@ def tiny_pipeline(num_classes=5, scheduler="ddpm") -> LatteVideoPipeline:
     dit = LatteDiT(**DIT_PRESETS["Latte-tiny"], in_channels=4, num_frames=3, sample_size=2, num_classes=num_classes)
     for p in dit.parameters():  # leave adaLN-Zero's all-zero start, so guidance and variance matter
         p.data.add_(0.05 * torch.randn_like(p))
-    vae = LeanVAE(**VAE_PRESETS["lean-tiny"], scaling_factor=0.5)
-    return LatteVideoPipeline(dit, vae, make_scheduler(scheduler), class_names=[f"c{i}" for i in range(num_classes)],
+    vae = build_autoencoder("lean-tiny", latents_mean=[0.1, 0.0, -0.2, 0.3], latents_std=[2.0, 0.5, 1.0, 1.5])
+    pipe = LatteVideoPipeline(dit, vae, make_scheduler(scheduler), class_names=[f"c{i}" for i in range(num_classes)],
                               default_guidance_scale=2.0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def run(pipe, **kw):
-    kw = {"num_inference_steps": 4, "generator": torch.Generator().manual_seed(0), "progress": False, **kw}
-    return pipe(**kw).videos
+    kw = {"num_inference_steps": 4, "generator": torch.Generator().manual_seed(0), **kw}
+    return pipe(**kw).frames
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS)
 @pytest.mark.parametrize("guidance", [1.0, 3.0])
-def test_every_scheduler_gives_finite_videos(scheduler, guidance):
-    videos = run(tiny_pipeline(scheduler=scheduler), class_labels=[0, 4], guidance_scale=guidance)
-    assert videos.shape == (2, 3, 9, 16, 16)
-    assert torch.isfinite(videos).all() and videos.abs().max() <= 1
+def test_pt_frames_are_the_vae_decoding_of_the_latents(scheduler, guidance):
+    pipe = tiny_pipeline(scheduler=scheduler)
+    latents = run(pipe, class_labels=[0, 4], guidance_scale=guidance, output_type="latent")  # (2, 4, 3, 2, 2)
+    frames = run(pipe, class_labels=[0, 4], guidance_scale=guidance, output_type="pt")  # (2, T, 3, H, W)
+    assert latents.shape == (2, 4, 3, 2, 2) and torch.isfinite(latents).all()
+    with torch.no_grad():
+        video = pipe.vae.decode(pipe.vae.denormalize_latents(latents)).sample  # (2, 3, 9, 16, 16) in [-1, 1]
+    expected = ((video.clamp(-1, 1) + 1) / 2).transpose(1, 2)  # diffusers' [0, 1], frames first
+    assert frames.shape == (2, 9, 3, 16, 16)
+    assert (frames - expected).abs().max() <= 1e-5
+
+
+def test_output_types_follow_diffusers():
+    pipe = tiny_pipeline()
+    pt = run(pipe, class_labels=[1])
+    np_frames = run(pipe, class_labels=[1], output_type="np")
+    pil = run(pipe, class_labels=[1], output_type="pil")
+    assert isinstance(np_frames, np.ndarray) and np_frames.shape == (1, 9, 16, 16, 3)
+    assert 0.0 <= np_frames.min() and np_frames.max() <= 1.0
+    assert np.allclose(np_frames, pt.permute(0, 1, 3, 4, 2).numpy(), atol=1e-6)
+    assert len(pil) == 1 and len(pil[0]) == 9 and isinstance(pil[0][0], Image.Image) and pil[0][0].size == (16, 16)
+    assert np.abs(np.asarray(pil[0][4]) / 255.0 - np_frames[0, 4]).max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match="output_type"):
+        run(pipe, class_labels=[1], output_type="mp4")
+
+
+def test_given_latents_give_the_same_videos_and_take_the_pipeline_dtype():
+    pipe = tiny_pipeline()
+    noise = torch.randn(2, 4, 3, 2, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    a = run(pipe, class_labels=[1, 2], latents=noise, output_type="latent")
+    b = run(pipe, class_labels=[1, 2], latents=noise.float(), output_type="latent",
+            generator=torch.Generator().manual_seed(0))
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    with pytest.raises(ValueError, match="latents must have shape"):
+        run(pipe, class_labels=[1], latents=noise)
+
+
+def test_a_video_is_the_same_whatever_batch_it_is_in():
+    pipe = tiny_pipeline()
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    alone = run(pipe, class_labels=[3], generator=gens([11]), output_type="latent")
+    batched = run(pipe, class_labels=[0, 3, 4], generator=gens([5, 11, 9]), output_type="latent")
+    assert (batched[1] - alone[0]).abs().max() <= 1e-5
+    assert (batched[0] - alone[0]).abs().max() > 1e-2  # another seed, another video
+    with pytest.raises(ValueError, match="one per video"):
+        run(pipe, class_labels=[0, 3], generator=gens([1]))
+
+
+def test_the_step_callback_runs_every_step_and_can_change_the_latents():
+    pipe = tiny_pipeline()
+    calls = []
+
+    def record(p, i, t, tensors):
+        calls.append((i, int(t), tuple(tensors["latents"].shape)))
+        return {}
+
+    run(pipe, class_labels=[1], num_inference_steps=5, callback_on_step_end=record)
+    assert [i for i, _, _ in calls] == list(range(5)) and calls[0][2] == (1, 4, 3, 2, 2)
+    assert [t for _, t, _ in calls] == pipe.scheduler.timesteps.tolist()
+    zeroed = run(pipe, class_labels=[1], output_type="latent",
+                 callback_on_step_end=lambda p, i, t, tensors: {"latents": torch.zeros_like(tensors["latents"])})
+    assert torch.equal(zeroed, torch.zeros_like(zeroed))
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        run(pipe, class_labels=[1], callback_on_step_end=record, callback_on_step_end_tensor_inputs=["noise"])
 
 
 def test_guidance_changes_only_noise_and_keeps_conditional_variance():
@@ -46,6 +111,14 @@ def test_guidance_changes_only_noise_and_keeps_conditional_variance():
         assert pipe._predict_noise(x, t, labels, guidance_scale=3.0).shape[1] == 4
 
 
+def test_default_guidance_is_the_pipelines():
+    pipe = tiny_pipeline()
+    assert torch.equal(run(pipe, class_labels=[1], output_type="latent"),
+                       run(pipe, class_labels=[1], guidance_scale=2.0, output_type="latent"))
+    assert not torch.equal(run(pipe, class_labels=[1], output_type="latent"),
+                           run(pipe, class_labels=[1], guidance_scale=1.0, output_type="latent"))
+
+
 def test_chunked_decoding_inside_the_pipeline_equals_full():
     pipe = tiny_pipeline()
     full = run(pipe, class_labels=[2], decode_chunk_size=None)
@@ -57,11 +130,12 @@ def test_save_load_round_trip(tmp_path):
     pipe = tiny_pipeline()
     pipe.save_pretrained(tmp_path / "pipeline")
     loaded = LatteVideoPipeline.from_pretrained(tmp_path / "pipeline")
+    loaded.set_progress_bar_config(disable=True)
     assert loaded.class_names == pipe.class_names and loaded.default_guidance_scale == 2.0
-    assert loaded.vae.config.scaling_factor == 0.5
-    before = run(pipe, class_labels=[1], guidance_scale=2.0, output_type="latent")
-    assert torch.equal(before, run(loaded, class_labels=[1], guidance_scale=2.0, output_type="latent"))
-    videos = run(pipe, class_labels=[1], guidance_scale=2.0), run(loaded, class_labels=[1], guidance_scale=2.0)
+    assert loaded.vae.config.latents_std == [2.0, 0.5, 1.0, 1.5]
+    before = run(pipe, class_labels=[1], output_type="latent")
+    assert torch.equal(before, run(loaded, class_labels=[1], output_type="latent"))
+    videos = run(pipe, class_labels=[1]), run(loaded, class_labels=[1])
     assert (videos[0] - videos[1]).abs().max() <= 1e-5  # oneDNN may pick other kernels for new buffers
 
 
@@ -83,7 +157,11 @@ def test_sample_script_writes_videos_and_explains_errors(tmp_path, capsys):
     assert "2 videos of class_3 (c3)" in printed
     assert len(list((tmp_path / "out").glob("*.mp4"))) == 2
     assert (tmp_path / "out" / "class_3_seed0_grid.png").is_file()
-    assert sample.main(["--prompt-class", "7", *common]) == 2
-    assert r"[0, 4]" in capsys.readouterr().err
-    assert sample.main(["--prompt-class", "1", "--run", str(tmp_path / "nowhere")]) == 2
-    assert "bash train.sh" in capsys.readouterr().err
+    for argv, message in [(["--prompt-class", "7", *common], r"[0, 4]"),
+                          (["--prompt-class", "1", "--run", str(tmp_path / "nowhere")], "bash train.sh"),
+                          ([*common], "pass --prompt-class"), (["--prompt-class", "1", *common, "--steps", "0"],
+                                                               "num_inference_steps")]:
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main(argv)
+        last = capsys.readouterr().err.strip().splitlines()[-1]  # after diffusers' loading bar, if any
+        assert exit_info.value.code == 2 and last.startswith("sample.py: error: ") and message in last

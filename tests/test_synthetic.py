@@ -5,7 +5,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from pipelines.data import CLASS_NAMES, SyntheticVideoDataset, probe
-from pipelines.data.clips import item_generator
+from pipelines.common.seeding import keyed_generator
 from pipelines.data.preview import main
 from pipelines.data.synthetic import render_clip, sample_params
 
@@ -61,7 +61,7 @@ def test_motion_reveals_the_direction():
 
 
 def test_first_frame_shows_the_shape_but_not_the_direction():
-    params = sample_params(item_generator(0, 11))
+    params = sample_params(keyed_generator(0, 11))
     clips = {d: render_clip("triangle", d, params, 9, 48) for d in ("right", "left", "down", "up")}
     for clip in clips.values():
         assert torch.equal(clip[:, 0], clips["right"][:, 0])

@@ -12,12 +12,15 @@ import torch
 from safetensors.torch import load_file
 
 import train_dit
+from pipelines.training import dit_trainer as train_dit_module
 from accelerate.state import AcceleratorState, GradientState
+from diffusers import AutoencoderKL
 from dit import LatteDiT
-from pipelines.latent_cache import main as cache_main
-from pipelines.pipeline_latte import LatteVideoPipeline
-from pipelines.training import Checkpoints
-from vae import VAE_PRESETS, LeanVAE
+from pipelines import LatteVideoPipeline
+from pipelines.training.checkpoints import Checkpoints
+from pipelines.training.latent_cache import LatentDataset
+from pipelines.training.latent_cache import main as cache_main
+from vae import PerFrameVAE, build_autoencoder, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ["data.num_samples=24", "data.num_frames=9", "data.resolution=16", "data.synthetic_classes=4"]
@@ -29,7 +32,9 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("stage1")
     torch.manual_seed(0)
-    LeanVAE(**VAE_PRESETS["lean-tiny"]).save_pretrained(root / "vae")
+    vae = build_autoencoder("lean-tiny")
+    vae.register_to_config(latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[0.5, 2.0, 1.0, 0.25])
+    vae.save_pretrained(root / "vae")
     cache_main([f"vae={root / 'vae'}", f"output_dir={root / 'latents'}", "shard_size=10", *DATA])
     return root
 
@@ -49,13 +54,13 @@ def run(*args: str) -> dict:
 def test_cli_trains_and_exports_a_pipeline(cache, tmp_path):
     summary = run(*tiny(cache, tmp_path / "run"), "max_steps=3", "log_every=1", "seed=3")
     out = tmp_path / "run"
-    assert summary["step"] == 3 and set(summary["logs"]) >= {"loss/total", "loss/mse", "loss/vb", "lr"}
+    assert summary["step"] == 3 and set(summary["logs"]) >= {"loss/total", "loss/mse", "loss/vb", "lr/dit"}
     assert "seed: 3" in (out / "config.yaml").read_text()
     model = LatteDiT.from_pretrained(out / "dit")
     assert (model.config.in_channels, model.config.num_frames, model.config.num_classes) == (4, 3, 4)
     pipe = LatteVideoPipeline.from_pretrained(out / "pipeline")
     manifest = json.loads((cache / "latents" / "manifest.json").read_text())
-    assert pipe.vae.config.scaling_factor == pytest.approx(manifest["stats"]["scaling_factor"])
+    assert pipe.vae.config.latents_std == [0.5, 2.0, 1.0, 0.25]  # the VAE's own statistics, unchanged
     assert pipe.class_names == manifest["class_names"]
     assert (out / "samples" / "step_00000003.png").is_file()
 
@@ -79,11 +84,30 @@ def test_interrupted_and_resumed_equals_uninterrupted(cache, tmp_path, monkeypat
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
-def test_mismatched_cache_and_missing_cache_are_refused(cache, tmp_path):
-    with pytest.raises(SystemExit, match="num_frames: cache 9 vs run 13"):
+def test_mismatched_cache_and_missing_cache_are_refused(cache, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         run(*tiny(cache, tmp_path / "x"), "data.num_frames=13", "max_steps=1")
-    with pytest.raises(SystemExit, match="not a finished latent cache"):
+    assert exit_info.value.code == 2 and "num_frames: cache 9 vs run 13" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
         run(*tiny(cache, tmp_path / "x"), f"cache_dir={tmp_path}", "max_steps=1")
+    assert exit_info.value.code == 2 and "not a finished latent cache" in capsys.readouterr().err
+
+
+def test_the_dit_is_trained_on_normalised_latents(cache, tmp_path, monkeypatch):
+    seen = []
+    real_loss = train_dit_module.diffusion_loss
+
+    def spy(model_output, x0, noise, timesteps, scheduler):
+        seen.append(x0)
+        return real_loss(model_output, x0, noise, timesteps, scheduler)
+
+    monkeypatch.setattr(train_dit_module, "diffusion_loss", spy)
+    run(*tiny(cache, tmp_path / "norm"), "max_steps=1", "sample_latents=false", "batch_size=24")
+    latents = LatentDataset(cache / "latents")
+    raw = torch.stack([latents[i]["mean"] for i in range(len(latents))])
+    vae = load_autoencoder(cache / "vae")
+    assert sorted(seen[0].flatten().tolist()) == pytest.approx(sorted(vae.normalize_latents(raw).flatten().tolist()),
+                                                               abs=1e-6)
 
 
 @pytest.mark.slow
@@ -105,3 +129,25 @@ def test_script_runs_as_a_subprocess(cache, tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Saved the EMA DiT" in result.stdout
+
+
+def test_the_dit_trains_on_per_frame_image_vae_latents(tmp_path):
+    """The original Latte set-up in miniature: an image AutoencoderKL folder encodes each frame, the DiT trains
+    on those latents, the exported pipeline decodes them frame by frame."""
+    torch.manual_seed(0)
+    image_vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                              up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                              layers_per_block=1, scaling_factor=0.5)
+    image_vae.save_pretrained(tmp_path / "sd-vae")
+    data = ["data.num_samples=8", "data.num_frames=4", "data.resolution=8", "data.synthetic_classes=4"]
+    cache_main([f"vae={tmp_path / 'sd-vae'}", f"output_dir={tmp_path / 'latents'}", *data])
+    assert LatentDataset(tmp_path / "latents").manifest["latent_shape"] == [4, 4, 4, 4]  # 4 frames, 4 latent frames
+    summary = run(f"vae={tmp_path / 'sd-vae'}", f"cache_dir={tmp_path / 'latents'}", f"output_dir={tmp_path / 'dit'}",
+                  *data, "model.preset=Latte-tiny", "batch_size=4", "report_to=none", "sample_every=0",
+                  "sample_steps=2", "sample_classes=[1]", "max_steps=2")
+    assert summary["step"] == 2
+    pipe = LatteVideoPipeline.from_pretrained(tmp_path / "dit" / "pipeline")
+    assert isinstance(pipe.vae, PerFrameVAE) and pipe.vae.config.latents_std == 2.0
+    frames = pipe(class_labels=[1], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+                  output_type="np").frames
+    assert frames.shape == (1, 4, 8, 8, 3)

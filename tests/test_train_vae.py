@@ -16,16 +16,19 @@ from safetensors.torch import load_file
 
 import train_vae
 from accelerate.state import AcceleratorState, GradientState
+from pipelines.common.cli import parse_cli
+from pipelines.common.errors import ConfigError
+from pipelines.common.layout import TrainingRunLayout
 from pipelines.data import build_dataset
-from pipelines.training import Checkpoints, parse_cli
-from pipelines.vae_eval import video_psnr, video_ssim
-from pipelines.vae_trainer import VAETrainConfig, build_datasets
-from vae import VAE_PRESETS, LeanVAE
+from pipelines.evaluation.reconstruction import video_psnr, video_ssim
+from pipelines.training.checkpoints import Checkpoints
+from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, build_datasets
+from vae import VAE_PRESETS, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "model.preset=lean-tiny", "data.num_frames=5", "data.resolution=32", "data.num_samples=12", "batch_size=2",
-    "val_clips=2", "scaling_clips=2", "report_to=none", "loss.disc_channels=8", "lr_warmup_steps=2",
+    "val_clips=2", "stats_clips=2", "report_to=none", "loss.disc_channels=8", "lr_warmup_steps=2",
     "learning_rate=1e-3", "min_learning_rate=1e-4",
 ]
 
@@ -45,7 +48,7 @@ def test_cli_trains_logs_and_exports(tmp_path):
     out = tmp_path / "run"
     assert summary["step"] == 3 and summary["steps_this_run"] == 3
     assert set(summary["logs"]) >= {"loss/total", "loss/pixel", "loss/wavelet_low", "loss/wavelet_high", "loss/kl",
-                                    "train/grad_norm", "lr/vae", "train/clips_per_s"}
+                                    "grad_norm/vae", "lr/vae", "train/clips_per_s", "perf/tflops", "perf/mfu"}
     assert json.loads((out / "train_summary.json").read_text()) == summary
     # overrides reached the run: the saved config says so
     saved = (out / "config.yaml").read_text()
@@ -55,18 +58,24 @@ def test_cli_trains_logs_and_exports(tmp_path):
         stream = video.streams.video[0]
         assert (stream.frames, stream.height, stream.width) == (5, 3 * 32, 2 * 32)
     assert list((out / "logs").rglob("events.out.tfevents.*"))
-    vae = LeanVAE.from_pretrained(out / "vae")
-    assert {k: vae.config[k] for k in VAE_PRESETS["lean-tiny"]} == VAE_PRESETS["lean-tiny"]
-    assert math.isclose(vae.config.scaling_factor, summary["scaling_factor"], rel_tol=1e-6)
-    assert vae.config.scaling_factor != 1.0
+    vae = load_autoencoder(out / "vae")
+    assert {k: vae.config[k] for k in VAE_PRESETS["lean-tiny"].kwargs} == VAE_PRESETS["lean-tiny"].kwargs
+    # The latent statistics of the exported model: those of its own posterior means on the first 2 clips.
+    assert vae.config.latents_mean == summary["latents_mean"] and len(vae.config.latents_std) == 4
+    clips = torch.stack([build_dataset(parse_cli(VAETrainConfig, TINY).data)[i]["video"] for i in range(2)])
+    with torch.no_grad():
+        means = vae.encode(clips).latent_dist.mean.double().transpose(0, 1).flatten(1)  # (4, N)
+    assert vae.config.latents_std == pytest.approx(means.std(dim=1, unbiased=False).tolist(), rel=1e-4)
+    assert vae.config.latents_mean == pytest.approx(means.mean(dim=1).tolist(), rel=1e-4, abs=1e-6)
 
 
 def test_overrides_and_unknown_keys(tmp_path, capsys):
-    cfg = parse_cli(VAETrainConfig, ROOT / "configs/vae/default.yaml", ["max_steps=9", "data.num_frames=9", "model.latent_channels=8"])
-    assert (cfg.max_steps, cfg.data.num_frames, cfg.model.kwargs()["latent_channels"]) == (9, 9, 8)
-    assert cfg.model.kwargs()["lc_dim"] == VAE_PRESETS["lean-small"]["lc_dim"]
+    cfg = parse_cli(VAETrainConfig, ["max_steps=9", "data.num_frames=9", "model.latent_channels=8"],
+                    default_config=DEFAULT_CONFIG)
+    assert (cfg.max_steps, cfg.data.num_frames, cfg.model) == (9, 9, {"preset": "lean-small", "latent_channels": 8})
     for bad, message in [("max_stepz=3", "Did you mean 'max_steps'"), ("data.num_frames=8", "use 5 or 9"),
-                         ("model.preset=huge", "lean-small"), ("loss.kl_weight=-1", "loss.kl_weight")]:
+                         ("model.preset=huge", "lean-small"), ("loss.kl_weight=-1", "loss.kl_weight"),
+                         ("model.lc_dimm=3", "Did you mean 'lc_dim'"), ("data.resolution=36", "multiple of 8")]:
         with pytest.raises(SystemExit) as exit_info:
             train_vae.main([bad, f"output_dir={tmp_path}"])
         assert exit_info.value.code == 2
@@ -76,22 +85,22 @@ def test_overrides_and_unknown_keys(tmp_path, capsys):
 @pytest.mark.parametrize("name, channels", [("leanvae-4ch", 4), ("leanvae-16ch", 16)])
 def test_official_recipe_configs(tmp_path, capsys, name, channels):
     path = ROOT / "configs/vae" / f"{name}.yaml"
-    cfg = parse_cli(VAETrainConfig, path, ["--config", str(path), f"data.root={tmp_path}"])
-    assert cfg.model.kwargs() == VAE_PRESETS[f"lean-{channels}ch"] and cfg.model.kwargs()["latent_channels"] == channels
+    cfg = parse_cli(VAETrainConfig, ["--config", str(path), f"data.root={tmp_path}"])
+    assert cfg.model == {"preset": f"lean-{channels}ch"} and cfg.stats_clips == 256
     assert (cfg.data.name, cfg.data.num_frames, cfg.data.resolution, cfg.mixed_precision) == ("folder", 17, 256, "bf16")
     assert (cfg.max_steps, cfg.loss.disc_start, cfg.loss.lpips_weight, cfg.batch_size * 8) == (700_000, 600_000, 4.0, 40)
     assert (cfg.learning_rate, cfg.lr_warmup_steps, cfg.min_learning_rate) == (5e-5, 5000, 1e-5)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.grad_clip, cfg.loss.kl_weight) == (0.5, 0.9, 1.0, 1e-7)
-    with pytest.raises(SystemExit):
-        parse_cli(VAETrainConfig, path, ["--config", str(path)])
-    assert "data.root is needed" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="data.root is needed"):
+        parse_cli(VAETrainConfig, ["--config", str(path)])
 
 
-def test_lpips_without_weights_stops_with_instructions(tmp_path):
+def test_lpips_without_weights_stops_with_instructions(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(tmp_path, "lpips", "max_steps=1", "loss.lpips_weight=1", f"loss.lpips_vgg_path={tmp_path}/vgg.pth")
-    message = str(exit_info.value.code)
-    assert "LPIPS" in message and str(tmp_path / "vgg.pth") in message and "lpips_weight=0" in message
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.startswith("train_vae.py: error: LPIPS")
+    assert str(tmp_path / "vgg.pth") in message and "lpips_weight=0" in message
 
 
 def _tensors(path: Path) -> dict:
@@ -147,7 +156,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "interrupted", *common)
     monkeypatch.setattr(Checkpoints, "save", save)
-    assert [s for s, _ in Checkpoints(tmp_path / "interrupted", 3).all()] == [3]
+    assert [s for s, _ in Checkpoints(TrainingRunLayout(tmp_path / "interrupted"), 3).all()] == [3]
     resumed = run(tmp_path, "interrupted", *common, "--resume", "latest")
     assert resumed["steps_this_run"] == 3
 
@@ -167,10 +176,10 @@ def test_validation_psnr_matches_hand_computation(tmp_path):
 
     # The trainer's number: the exported EMA model on the held-out clips, by hand.
     summary = run(tmp_path, "val", "max_steps=2", "val_every=1", "ema_decay=0.5")
-    cfg = parse_cli(VAETrainConfig, ROOT / "configs/vae/default.yaml", TINY)
+    cfg = parse_cli(VAETrainConfig, TINY, default_config=DEFAULT_CONFIG)
     dataset = build_dataset(cfg.data)
     held = torch.stack([dataset[i]["video"] for i in range(len(dataset) - 2, len(dataset))])
-    vae = LeanVAE.from_pretrained(tmp_path / "val/vae")
+    vae = load_autoencoder(tmp_path / "val/vae")
     with torch.no_grad():
         recon = vae.decode(vae.encode(held).latent_dist.mean).sample.clamp(-1, 1)
     mse = (((held + 1) / 2 - (recon + 1) / 2) ** 2).flatten(1).mean(1)
@@ -184,7 +193,16 @@ def test_script_runs_as_a_subprocess(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Saved the EMA model" in result.stdout and "skipped no video" in result.stdout
-    assert LeanVAE.from_pretrained(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"]["lc_dim"]
+    assert load_autoencoder(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"].kwargs["lc_dim"]
+
+
+def test_missing_data_folder_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, "train_vae.py", *TINY, f"output_dir={tmp_path}", "data.name=folder",
+                             f"data.root={tmp_path / 'nowhere'}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"train_vae.py: error: data set root '{tmp_path / 'nowhere'}' is "
+                                                  "not a folder; expected video files (.mp4, .avi, ...) or folders of "
+                                                  ".jpg/.png frames, optionally in class folders"]
 
 
 def _launch(args: list[str], tmp_path: Path, env_extra: dict) -> subprocess.CompletedProcess:
@@ -218,4 +236,4 @@ def test_one_deepspeed_zero2_step(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "train_summary.json").read_text())
     assert "DEEPSPEED" in summary["distributed_type"] and summary["step"] == 2
-    assert LeanVAE.from_pretrained(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"]["lc_dim"]
+    assert load_autoencoder(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"].kwargs["lc_dim"]

@@ -10,13 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines.config import ConfigError, load_config
+from pipelines.common.config import load_config
+from pipelines.common.errors import ConfigError
 from vae.discriminator import NLayerDiscriminator
 from vae.lpips import LPIPS, LPIPS_LIN_URL, VGG16_FILENAME, VGG16_URL, LPIPSWeightsMissing
 from vae.losses import (
-    LeanVAELoss,
     LeCAM,
     LossConfig,
+    VAELoss,
     hinge_d_loss,
     hinge_g_loss,
     kl_divergence,
@@ -267,7 +268,7 @@ def _clip(seed, shape=(1, 3, 9, 16, 16)):
 
 def test_combined_loss_without_gan_or_lpips():
     cfg = LossConfig(lpips_weight=0.0, kl_weight=0.5)
-    loss_fn = LeanVAELoss(cfg)
+    loss_fn = VAELoss(cfg)
     assert loss_fn.lpips is None
     x, recon = _clip(0), _clip(1).requires_grad_()
     posterior = SimpleNamespace(mean=torch.ones(1, 4, 3, 2, 2), logvar=torch.zeros(1, 4, 3, 2, 2))
@@ -286,7 +287,7 @@ def test_combined_loss_with_lpips_and_gan(lpips_files, lpips):
     cfg = LossConfig(
         lpips_frames=3, disc_start=10, lpips_vgg_path=str(lpips_files[0]), lpips_lin_path=str(lpips_files[1])
     )
-    loss_fn = LeanVAELoss(cfg)  # builds LPIPS from the configured files
+    loss_fn = VAELoss(cfg)  # builds LPIPS from the configured files
     torch.manual_seed(0)
     disc = NLayerDiscriminator(base_channels=8, n_layers=2, norm_groups=4)  # 2 layers fit 16 px frames
     x, recon = _clip(0), _clip(1)
@@ -303,8 +304,34 @@ def test_combined_loss_with_lpips_and_gan(lpips_files, lpips):
     assert after.item() == pytest.approx(before.item() + 0.2 * logs["gan"].item(), rel=1e-6)
 
 
+def test_adaptive_gan_weight_balances_gradients_at_the_last_layer():
+    torch.manual_seed(0)
+    weight = torch.nn.Parameter(torch.randn(3, 3))  # a decoder's last layer
+    frames = torch.einsum("oc,bcthw->bothw", weight, _clip(2, (1, 3, 5, 8, 8)))
+    recon = torch.tanh(frames)
+    x = _clip(0, (1, 3, 5, 8, 8))
+    disc = lambda v: v.sum(dim=1, keepdim=True) ** 2  # a stand-in discriminator with a non-trivial gradient
+    posterior = SimpleNamespace(mean=torch.zeros(1, 4, 2, 1, 1), logvar=torch.zeros(1, 4, 2, 1, 1))
+    cfg = LossConfig(lpips_weight=0.0, kl_weight=0.0, disc_start=0, disc_weight=0.5, adaptive_disc_weight=True)
+    total, logs = VAELoss(cfg)(x, recon, posterior, step=0, discriminator=disc, last_layer=weight)
+    rec = 4.0 * pixel_l1(x, recon) + wavelet_l1(x, recon)[0]
+    gan = hinge_g_loss(disc(recon))
+    rec_grad, = torch.autograd.grad(rec, weight, retain_graph=True)
+    gan_grad, = torch.autograd.grad(gan, weight, retain_graph=True)
+    expected = 0.5 * rec_grad.norm() / (gan_grad.norm() + 1e-6)
+    assert logs["gan_weight"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert total.item() == pytest.approx((rec + expected * gan).item(), rel=1e-5)
+    total.backward(retain_graph=True)  # the weight is a constant of the graph: it passes no gradient itself
+    assert weight.grad is not None and torch.isfinite(weight.grad).all()
+    capped = LossConfig(lpips_weight=0.0, disc_start=0, disc_weight=0.5, adaptive_disc_weight=True,
+                        adaptive_weight_max=1e-3)
+    assert VAELoss(capped)(x, recon, posterior, 0, disc, weight)[1]["gan_weight"].item() == pytest.approx(0.5e-3)
+    with pytest.raises(ValueError, match="last layer"):
+        VAELoss(cfg)(x, recon, posterior, step=0, discriminator=disc)
+
+
 def test_discriminator_loss_hinge_plus_lecam():
-    loss_fn = LeanVAELoss(LossConfig(lpips_weight=0.0))
+    loss_fn = VAELoss(LossConfig(lpips_weight=0.0))
     mean_colour = lambda v: v.mean(dim=1, keepdim=True)  # a stand-in discriminator with known logits
     x = torch.ones(2, 3, 5, 4, 4)
     recon = torch.full((2, 3, 5, 4, 4), -0.5, requires_grad=True)

@@ -1,5 +1,26 @@
-"""LeanVAE: the lean video VAE (Haar patchifier, NAF layers, ISTA-Net+ compressed-sensing bottleneck)."""
+"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, and any diffusers image VAE per frame.
 
-from .model import VAE_PRESETS, DiagonalGaussian, LeanVAE, LeanVAEOutput
+Shared parts live here (causal cache, Haar wavelets, posterior, losses, discriminator, LPIPS); each model has
+its own subpackage. Build a preset with `build_autoencoder`, load any saved one with `load_autoencoder`.
+"""
 
-__all__ = ["LeanVAE", "VAE_PRESETS", "DiagonalGaussian", "LeanVAEOutput"]
+from .autoencoder import AutoencoderOutput, VideoAutoencoder, channel_statistics
+from .leanvae import LeanVAE
+from .per_frame import PerFrameVAE
+from .posterior import DiagonalGaussian
+from .registry import BUNDLED_MODELS, VAE_PRESETS, VAEPreset, build_autoencoder, get_preset, load_autoencoder
+
+__all__ = [
+    "BUNDLED_MODELS",
+    "VAE_PRESETS",
+    "AutoencoderOutput",
+    "DiagonalGaussian",
+    "LeanVAE",
+    "PerFrameVAE",
+    "VAEPreset",
+    "VideoAutoencoder",
+    "build_autoencoder",
+    "channel_statistics",
+    "get_preset",
+    "load_autoencoder",
+]

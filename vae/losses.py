@@ -1,7 +1,8 @@
-"""The LeanVAE training losses: L1 pixel, L1 on Haar sub-bands, LPIPS on a few frames, KL, and a per-frame
-PatchGAN with hinge loss and LeCAM regularisation (the official recipe, DESIGN.md §2).
+"""The video VAE training losses: L1 pixel, L1 on Haar sub-bands, LPIPS on a few frames, KL, and a PatchGAN with
+hinge loss, LeCAM regularisation and (optionally) taming-transformers' adaptive weight. The defaults are the
+official LeanVAE recipe (DESIGN.md §2); every bundled VAE trains with them.
 
-Every loss is a plain function; `LeanVAELoss` combines them with the weights of a `LossConfig` (the `loss:`
+Every loss is a plain function; `VAELoss` combines them with the weights of a `LossConfig` (the `loss:`
 section of a VAE training config) and also computes the discriminator's loss, whose LeCAM EMA state lives
 in the `LeCAM` submodule (checkpoint it: its buffers are the only training state here).
 """
@@ -17,8 +18,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vae.haar import video_subbands
-from vae.lpips import LPIPS
+from .haar import video_subbands
+from .lpips import LPIPS
 
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,7 +36,9 @@ class LossConfig:
     lpips_vgg_path: str | None = None  # default: torch hub cache, vgg16-397923af.pth
     lpips_lin_path: str | None = None  # default: installed lpips package, else torch hub cache
     kl_weight: float = 1e-7
-    disc_weight: float = 0.2  # constant generator-side GAN weight once the GAN is on
+    disc_weight: float = 0.2  # generator-side GAN weight once the GAN is on
+    adaptive_disc_weight: bool = False  # multiply it by |grad rec| / |grad GAN| at the decoder's last layer
+    adaptive_weight_max: float = 1e4  # clamp of that ratio
     disc_start: int = 600_000  # first step at which the GAN terms are used and the discriminator trains
     disc_channels: int = 64  # discriminator architecture, read by the training script
     disc_layers: int = 3
@@ -166,8 +169,17 @@ def _as_video(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class LeanVAELoss(nn.Module):
-    """All LeanVAE losses with the weights of a `LossConfig`.
+def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
+                    max_weight: float = 1e4) -> torch.Tensor:
+    """taming-transformers' GAN balance: |d rec / d W| / (|d gan / d W| + 1e-6) at the decoder's last weight W,
+    clamped to [0, max_weight] and detached, so neither term's gradient swamps the other's at the output."""
+    (rec_grad,) = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)
+    (gan_grad,) = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)
+    return (rec_grad.float().norm() / (gan_grad.float().norm() + 1e-6)).clamp(0.0, max_weight).detach()
+
+
+class VAELoss(nn.Module):
+    """All VAE losses with the weights of a `LossConfig`.
 
     `forward` gives the autoencoder's loss; `discriminator_loss` the discriminator's (train it only while
     `gan_active(step)`). LPIPS is built from the configured weight files when `lpips_weight > 0` (raising
@@ -185,45 +197,42 @@ class LeanVAELoss(nn.Module):
     def gan_active(self, step: int) -> bool:
         return self.config.disc_weight > 0 and step >= self.config.disc_start
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        recon: torch.Tensor,
-        posterior: Any,
-        step: int,
-        discriminator: Discriminator | None = None,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, recon: torch.Tensor, posterior: Any, step: int,
+                discriminator: Discriminator | None = None,
+                last_layer: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total generator loss and the unweighted terms (detached) for logging.
 
-        x, recon: (B, 3, T, H, W) or (B, 3, H, W) in [-1, 1]; posterior: has `.mean` and `.logvar`.
-        The discriminator is needed only once `gan_active(step)`; gradients then also reach its
-        parameters, so zero them before its own update.
+        x, recon: (B, 3, T, H, W) or (B, 3, H, W) in [-1, 1]; posterior: has `.mean` and `.logvar`. Once
+        `gan_active(step)` the discriminator is needed (gradients then also reach its parameters, so zero them
+        before its own update), and with `adaptive_disc_weight` the decoder's `last_layer` weight too.
         """
         if x.shape != recon.shape:
             raise ValueError(f"input and reconstruction shapes differ: {tuple(x.shape)} vs {tuple(recon.shape)}")
         cfg = self.config
         x, recon = _as_video(x), _as_video(recon)
         logs: dict[str, torch.Tensor] = {}
-
         logs["pixel"] = pixel_l1(x, recon)
         wavelet, logs["wavelet_low"], logs["wavelet_high"] = wavelet_l1(
             x, recon, cfg.wavelet_low_weight, cfg.wavelet_high_weight
         )
-        logs["kl"] = kl_divergence(posterior.mean, posterior.logvar)
-        total = cfg.pixel_weight * logs["pixel"] + wavelet + cfg.kl_weight * logs["kl"]
-
+        rec = cfg.pixel_weight * logs["pixel"] + wavelet
         if self.lpips is not None:
             logs["lpips"] = video_lpips(self.lpips, x, recon, cfg.lpips_frames)
-            total = total + cfg.lpips_weight * logs["lpips"]
-
+            rec = rec + cfg.lpips_weight * logs["lpips"]
+        logs["kl"] = kl_divergence(posterior.mean, posterior.logvar)
+        total = rec + cfg.kl_weight * logs["kl"]
         if self.gan_active(step):
             if discriminator is None:
-                raise ValueError(
-                    f"step {step} >= loss.disc_start={cfg.disc_start}: the GAN loss needs the discriminator"
-                )
+                raise ValueError(f"step {step} >= loss.disc_start={cfg.disc_start}: the GAN loss needs the discriminator")
             logs["gan"] = hinge_g_loss(discriminator(recon))
-            total = total + cfg.disc_weight * logs["gan"]
-
+            weight = torch.tensor(cfg.disc_weight, device=rec.device)
+            if cfg.adaptive_disc_weight:
+                if last_layer is None:
+                    raise ValueError("loss.adaptive_disc_weight needs the decoder's last layer (vae.get_last_layer())")
+                logs["gan_weight"] = cfg.disc_weight * adaptive_weight(rec, logs["gan"], last_layer,
+                                                                       cfg.adaptive_weight_max)
+                weight = logs["gan_weight"]
+            total = total + weight * logs["gan"]
         logs["total"] = total
         return total, {k: v.detach() for k, v in logs.items()}
 

@@ -7,7 +7,7 @@ and has `num_classes`, `class_names`, `skipped` (reason -> paths) and `skip_summ
 
 from .clip_dataset import SkippedVideoWarning, VideoClipDataset
 from .clips import frames_to_tensor, tensor_to_frames
-from .config import DATASET_NAMES, DataConfig, validate_num_frames_for_vae
+from .config import DATASET_NAMES, DataConfig
 from .factory import build_dataset
 from .layouts import UCF101, SkyTimelapse, VideoFolder
 from .synthetic import CLASS_NAMES, SyntheticVideoDataset
@@ -30,6 +30,5 @@ __all__ = [
     "probe",
     "read_frames",
     "tensor_to_frames",
-    "validate_num_frames_for_vae",
     "write_video",
 ]

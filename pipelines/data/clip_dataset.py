@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .clips import CLIP_SAMPLING, clip_indices, clip_span, fit_interval, frames_to_tensor, item_generator
+from ..common.errors import DataError, MissingFileError
+from ..common.seeding import keyed_generator
+from .clips import CLIP_SAMPLING, clip_indices, clip_span, fit_interval, frames_to_tensor
 from .index import Source, load_or_build_index
 from .video_io import VideoReadError, read_frames
 
@@ -64,7 +66,7 @@ class VideoClipDataset(Dataset, ABC):
             raise ValueError(f"short_videos '{short_videos}' is not one of {', '.join(SHORT_VIDEO_POLICIES)}")
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"data set root '{root}' is not a folder; expected {self.expected}")
+            raise MissingFileError(f"data set root '{root}' is not a folder; expected {self.expected}")
         self.num_frames, self.frame_interval, self.resolution = num_frames, frame_interval, resolution
         self.random_flip, self.clip_sampling, self.seed = random_flip, clip_sampling, seed
         self.class_names: list[str] = []
@@ -91,7 +93,7 @@ class VideoClipDataset(Dataset, ABC):
         if not self.samples:
             needed = clip_span(num_frames, frame_interval if short_videos == "skip" else 1)
             found = f"{len(sources)} candidates found" + (f"; {self.skip_summary()}" if self.skipped else "")
-            raise ValueError(f"no usable video in data set root '{self.root}' (layout '{self.layout}'): expected "
+            raise DataError(f"no usable video in data set root '{self.root}' (layout '{self.layout}'): expected "
                              f"{self.expected}, with at least {needed} frames each ({found})")
 
     @abstractmethod
@@ -142,7 +144,7 @@ class VideoClipDataset(Dataset, ABC):
                            f"({self.skip_summary()})")
 
     def _load(self, sample: ClipSource, index: int) -> dict:
-        generator = None if self.clip_sampling == "random" else item_generator(self.seed, index)
+        generator = None if self.clip_sampling == "random" else keyed_generator(self.seed, index)
         frames = read_frames(sample.path, clip_indices(sample.num_frames, self.num_frames, sample.frame_interval,
                                                        self.clip_sampling, generator))  # (T, H, W, 3)
         flip = self.random_flip and bool(torch.rand((), generator=generator) < 0.5)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common.pixels import to_uint8
+
 CLIP_SAMPLING = ("random", "center", "seeded")
 
 
@@ -23,12 +25,6 @@ def fit_interval(available: int, num_frames: int, frame_interval: int, reduce: b
         interval = (available - 1) // (num_frames - 1)
         return interval if interval >= 1 else None
     return None
-
-
-def item_generator(seed: int, index: int) -> torch.Generator:
-    """A generator that depends only on (seed, index), so item i is the same in every worker and epoch."""
-    state = np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def clip_indices(available: int, num_frames: int, frame_interval: int, mode: str,
@@ -70,4 +66,4 @@ def frames_to_tensor(frames: np.ndarray, resolution: int, flip: bool = False) ->
 def tensor_to_frames(video: torch.Tensor) -> torch.Tensor:
     """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3) on the CPU: the inverse of `frames_to_tensor`'s scaling,
     and the layout `write_video` takes."""
-    return ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu()
+    return to_uint8(video.detach()).permute(1, 2, 3, 0).cpu()

@@ -1,10 +1,10 @@
-"""The `data:` section of every run config, and the frame-count rule of the VAE."""
+"""The `data:` section of every run config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.config import ConfigError
+from ..common.errors import ConfigError
 
 from .clip_dataset import SHORT_VIDEO_POLICIES
 from .clips import CLIP_SAMPLING
@@ -50,14 +50,3 @@ class DataConfig:
             raise ConfigError("data.random_flip would swap the left- and right-moving classes of the synthetic "
                               "data set; set it to false for data.name=synthetic")
 
-
-def validate_num_frames_for_vae(num_frames: int, temporal_compression: int = 4) -> int:
-    """The VAE encodes 1 + k * temporal_compression frames (1, 5, 9, 13, 17, ... for 4); raise otherwise.
-
-    Returns `num_frames` unchanged when valid."""
-    if num_frames < 1 or (num_frames - 1) % temporal_compression:
-        below = (max(num_frames - 1, 0) // temporal_compression) * temporal_compression + 1
-        valid = ", ".join(str(1 + i * temporal_compression) for i in range(5))
-        raise ValueError(f"the VAE needs 1 + {temporal_compression}k frames ({valid}, ...), got "
-                         f"num_frames={num_frames}; use {below} or {below + temporal_compression}")
-    return num_frames

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..common.files import write_text
 from .video_io import VideoReadError, is_image_file, is_video_file, probe
 
 INDEX_VERSION = 1
@@ -138,12 +139,8 @@ def load_or_build_index(root: str | Path, sources: list[Source], layout: str,
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no cache yet, or an unreadable one: rebuild it
     index = _build(root, sources)
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(_to_json(root, layout, fingerprint, index)))
-        tmp.replace(cache)
+        write_text(cache, json.dumps(_to_json(root, layout, fingerprint, index)))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         warnings.warn(f"could not write the data set index cache {cache}: {err}", stacklevel=2)
     return index

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..common.errors import DataError, MissingFileError
 from .clip_dataset import VideoClipDataset
 from .index import Source, scan_sources
 
@@ -51,7 +52,7 @@ class UCF101(VideoClipDataset):
             if (place / name).is_file():
                 return place / name
         if required:
-            raise FileNotFoundError(f"UCF-101 split '{self.split}' needs {name}; looked in "
+            raise MissingFileError(f"UCF-101 split '{self.split}' needs {name}; looked in "
                                     f"{', '.join(str(p) for p in places)} (or use split=all)")
         return None
 
@@ -65,14 +66,14 @@ class UCF101(VideoClipDataset):
             if not fields:
                 continue
             if len(fields) != 2 or not fields[0].isdigit():
-                raise ValueError(f"{path}: line '{line}' is not '<number> <Class>' (for example '1 ApplyEyeMakeup')")
+                raise DataError(f"{path}: line '{line}' is not '<number> <Class>' (for example '1 ApplyEyeMakeup')")
             numbered[int(fields[0])] = fields[1]
         if sorted(numbered) != list(range(1, len(numbered) + 1)):
-            raise ValueError(f"{path} must number its classes 1..N without gaps, one '<number> <Class>' a line")
+            raise DataError(f"{path} must number its classes 1..N without gaps, one '<number> <Class>' a line")
         names = [numbered[i] for i in range(1, len(numbered) + 1)]
         unknown = sorted(set(folders) - set(names))
         if unknown:
-            raise ValueError(f"class folders {unknown} of '{self.root}' are not in {path}")
+            raise DataError(f"class folders {unknown} of '{self.root}' are not in {path}")
         return names
 
     def find_sources(self) -> list[Source]:
@@ -121,7 +122,7 @@ class SkyTimelapse(VideoClipDataset):
             return present
         wanted = f"sky_{self.split}"
         if wanted not in present:
-            raise FileNotFoundError(f"SkyTimelapse split '{self.split}' needs {self.root / wanted}")
+            raise MissingFileError(f"SkyTimelapse split '{self.split}' needs {self.root / wanted}")
         return [wanted]
 
     def find_sources(self) -> list[Source]:

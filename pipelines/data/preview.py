@@ -11,7 +11,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from pipelines.config import load_config
+from ..common.config import load_config
+from ..common.errors import exit_on_user_error
+from ..common.files import atomic_write
 
 from .clips import tensor_to_frames
 from .config import DataConfig
@@ -33,11 +35,8 @@ def save_preview(dataset, out_dir: str | Path, num_clips: int = 8, fps: float = 
         write_video(out_dir / f"clip{i:03d}_{label}.mp4", frames, fps)
         picks = torch.linspace(0, frames.shape[0] - 1, min(frames_in_grid, frames.shape[0])).round().long()
         rows.append(torch.cat(list(frames[picks]), dim=1))  # (H, n * W, 3)
-    grid = out_dir / "grid.png"
-    tmp = grid.with_name(".grid.png.tmp")
-    Image.fromarray(torch.cat(rows, dim=0).numpy()).save(tmp, format="PNG")
-    tmp.replace(grid)
-    return grid
+    return atomic_write(out_dir / "grid.png",
+                        lambda tmp: Image.fromarray(torch.cat(rows, dim=0).numpy()).save(tmp, format="PNG"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num", type=int, default=8, help="number of clips")
     parser.add_argument("overrides", nargs="*", help="DataConfig key=value, e.g. name=ucf101 root=/data/UCF-101")
     args = parser.parse_args(argv)
-    dataset = build_dataset(load_config(DataConfig, None, args.overrides))
+    with exit_on_user_error("preview"):
+        dataset = build_dataset(load_config(DataConfig, None, args.overrides))
     grid = save_preview(dataset, args.out, args.num)
     print(f"wrote {min(args.num, len(dataset))} clips and {grid}; {dataset.skip_summary()}")
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .clips import item_generator
+from ..common.seeding import keyed_generator
 
 SHAPES = ("circle", "square", "triangle", "cross")
 DIRECTIONS = ("right", "left", "down", "up")
@@ -160,6 +160,6 @@ class SyntheticVideoDataset(Dataset):
             raise IndexError(f"index {index} out of range for a data set of {self.num_samples} clips")
         label = index % self.num_classes
         shape, direction = self.class_names[label].split("_")
-        params = sample_params(item_generator(self.seed, index))
+        params = sample_params(keyed_generator(self.seed, index))
         video = render_clip(shape, direction, params, self.num_frames, self.resolution)
         return {"video": video, "label": label, "path": f"synthetic://{self.seed}/{index}"}

@@ -1,0 +1,1 @@
+"""Generating videos: the diffusers pipeline, loading a trained run, writing videos."""

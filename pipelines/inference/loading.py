@@ -1,0 +1,54 @@
+"""Finding a trained run's sampling pipeline and loading it onto a device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from accelerate import PartialState
+
+from dit import make_scheduler
+
+from ..common.errors import ConfigError, MissingFileError
+from ..common.layout import RunLayout, TrainingRunLayout
+from .pipeline_latte import LatteVideoPipeline
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PIPELINE_INDEX = "model_index.json"
+
+
+def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "runs") -> Path:
+    """A saved pipeline folder: `run` itself, a DiT training run's pipeline, a train.sh run's, or (no `run`) the
+    newest under `runs_root`."""
+    if run is not None:
+        run = Path(run)
+        for candidate in (run, TrainingRunLayout(run).export("pipeline"), RunLayout(run).pipeline):
+            if (candidate / PIPELINE_INDEX).is_file():
+                return candidate
+        raise MissingFileError(f"no trained pipeline in {run}: expected {RunLayout(run).pipeline / PIPELINE_INDEX} "
+                               f"(written at the end of train_dit.py); train one with `bash train.sh`")
+    found = sorted(Path(runs_root).glob(f"**/pipeline/{PIPELINE_INDEX}"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise MissingFileError(f"no trained run under {Path(runs_root).resolve()}: run `bash train.sh` first, or "
+                               f"pass --run PATH to a run folder")
+    return found[-1].parent
+
+
+def load_pipeline(path: str | Path, scheduler: str = "ddpm", device: Optional[str] = None,
+                  precision: str = "fp32") -> LatteVideoPipeline:
+    """The pipeline at `path` with the `scheduler` asked for; the DiT in `precision` on `device` (default: the
+    accelerator accelerate would pick), the VAE in float32 (it is cheap, and its output is what users see)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    try:
+        scheduler = make_scheduler(scheduler)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    pipe = LatteVideoPipeline.from_pretrained(str(path))
+    pipe.scheduler = scheduler
+    device = device or PartialState().device
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
+    torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])
+    pipe.vae.to(device=device)
+    return pipe

@@ -1,0 +1,181 @@
+"""Latte DiT training on cached VAE latents (DESIGN.md §5): IDDPM hybrid loss over the DDPM noise schedule, class
+dropout for classifier-free guidance, AdamW, EMA, clipping from a start step, sample videos at intervals.
+
+The latents are normalised with the VAE's own `latents_mean/std`. The run exports the EMA model to
+`<output_dir>/dit` and a ready-to-sample `LatteVideoPipeline` (DiT + VAE + scheduler) to `<output_dir>/pipeline`.
+`train_dit.py` is the command line; `train(config)` is the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from dit import DIT_PRESETS, LatteDiT, diffusion_loss, make_scheduler, training_scheduler
+from vae import load_autoencoder
+
+from ..common.cli import parse_cli
+from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
+from ..common.files import export_pretrained
+from ..data import DataConfig
+from ..inference.media import save_grid
+from ..inference.pipeline_latte import LatteVideoPipeline
+from .latent_cache import LatentDataset, check_cache
+from .loop import Trainer
+from .optim import Part, lr_scheduler
+from .run_config import TRAINER_FLAGS, RunConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dit" / "default.yaml"
+
+
+@dataclass
+class DiTModelConfig:
+    preset: str = "Latte-T/2"
+    class_dropout_prob: float = 0.1
+    class_embed_std: float = 0.02  # Latte's; short CPU runs use ~1 (see LatteDiT)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preset not in DIT_PRESETS:
+            raise ConfigError(f"model.preset '{self.preset}' is not one of {', '.join(DIT_PRESETS)}")
+        if not 0.0 <= self.class_dropout_prob < 1.0:
+            raise ConfigError(f"model.class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}")
+
+
+@dataclass
+class DiTTrainConfig(RunConfig):
+    """A DiT training run; defaults are Latte's recipe (configs/dit/*.yaml set the rest)."""
+
+    output_dir: str = "runs/dit"
+    vae: str = "runs/default/vae/vae"  # the VAE that made the cache (checked), normalises and decodes latents
+    cache_dir: str = "runs/default/latents"
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    ema_decay: float = 0.9999
+    grad_clip: float = 0.1
+    grad_clip_start: int = 0  # Latte clips gradients only from this step on
+    conditional: bool = True  # False: ignore labels (unconditional model, e.g. SkyTimelapse)
+    sample_latents: bool = True  # draw latents from the cached posterior instead of taking its mean
+    guidance_scale: float = 1.0  # the exported pipeline's default for sample.py (UCF-101: 7.0)
+    sample_every: int = 1000  # 0: sample videos only at the end
+    sample_steps: int = 50
+    sample_classes: list = field(default_factory=lambda: [0, 1, 2, 3])
+    model: DiTModelConfig = field(default_factory=DiTModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the clip settings the cache must have been made with
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("grad_clip_start", "sample_every", "sample_steps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.guidance_scale < 1:
+            raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
+
+
+def save_sample_grid(pipe: LatteVideoPipeline, cfg: DiTTrainConfig, path: Path) -> None:
+    """A grid of videos of `cfg.sample_classes` (unconditional: as many videos) next to the run's samples."""
+    labels = [c % pipe.num_classes for c in cfg.sample_classes] if pipe.num_classes else None
+    pipe.set_progress_bar_config(disable=True)
+    frames = pipe(class_labels=labels, num_videos=len(cfg.sample_classes), num_inference_steps=cfg.sample_steps,
+                  guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
+                  output_type="np").frames  # (B, T, H, W, 3) in [0, 1]
+    save_grid(frames, path)
+
+
+class DiTTrainer(Trainer):
+    name = "train_dit"
+    postfix_keys = ("loss/total", "loss/mse")
+
+    def build_dataset(self) -> LatentDataset:
+        cfg = self.cfg
+        latents = LatentDataset(cfg.cache_dir)
+        check_cache(latents.manifest, cfg.vae, cfg.data)
+        try:
+            self.vae = load_autoencoder(cfg.vae).eval()
+        except FileNotFoundError as err:
+            raise MissingFileError(f"vae={cfg.vae}: {err}") from None
+        self.num_classes = latents.manifest["num_classes"] if cfg.conditional else 0
+        self.class_names = latents.manifest["class_names"] if cfg.conditional else []
+        self.latent_shape = tuple(latents.manifest["latent_shape"])
+        return latents
+
+    def build_parts(self) -> list[Part]:
+        cfg = self.cfg
+        channels, frames, height, width = self.latent_shape
+        if height != width:
+            raise ConfigError(f"the DiT takes square latents; the cache holds {height}x{width}")
+        dit = LatteDiT(**DIT_PRESETS[cfg.model.preset], in_channels=channels, num_frames=frames, sample_size=height,
+                       num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob,
+                       class_embed_std=cfg.model.class_embed_std)
+        if cfg.model.gradient_checkpointing:
+            dit.enable_gradient_checkpointing()
+        opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+        sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
+                             cfg.min_learning_rate / cfg.learning_rate)
+        self.scheduler = training_scheduler()
+        return [Part("dit", dit, opt, sched, cfg.grad_clip, clip_from=cfg.grad_clip_start)]
+
+    def describe(self) -> str:
+        return (f"Latte DiT {self.cfg.model.preset}: {super().describe()} (cached latents {self.latent_shape}), "
+                f"{self.num_classes or 'no'} classes")
+
+    def micro_step(self, batch: dict, generator: torch.Generator) -> dict:
+        acc, dit = self.accelerator, self.parts[0].model
+        z = batch["mean"]  # (B, C, F, h, w)
+        if self.cfg.sample_latents and "std" in batch:
+            z = z + batch["std"] * torch.randn(z.shape, generator=generator).to(z)
+        x0 = self.vae.normalize_latents(z)
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+        xt = self.scheduler.add_noise(x0, noise, t.to(x0.device))
+        labels = drop = None
+        if self.num_classes:
+            labels = batch["label"].to(x0.device)
+            drop = (torch.rand(x0.shape[0], generator=generator) < self.cfg.model.class_dropout_prob).long()
+        with acc.autocast():
+            out = dit(xt, t.to(x0.device), class_labels=labels, force_drop_ids=drop).sample  # (B, 2C, F, h, w)
+        losses = diffusion_loss(out.float(), x0, noise, t.to(x0.device), self.scheduler)
+        acc.backward(losses["loss"])
+        return {"loss/total": losses["loss"].detach(), "loss/mse": losses["mse"].mean().detach(),
+                "loss/vb": losses["vb"].mean().detach()}
+
+    def after_step(self) -> None:
+        cfg = self.cfg
+        if self.step < cfg.max_steps and cfg.sample_every and self.step % cfg.sample_every == 0:
+            if self.accelerator.is_main_process:
+                with self.ema.weights():
+                    self._save_grid(self._pipeline(self.model))
+                self.model.train()  # the pipeline put it in eval mode
+            self.accelerator.wait_for_everyone()
+
+    def _pipeline(self, transformer: LatteDiT) -> LatteVideoPipeline:
+        return LatteVideoPipeline(transformer, self.vae.to(self.accelerator.device), make_scheduler("ddpm"),
+                                  class_names=self.class_names, default_guidance_scale=self.cfg.guidance_scale)
+
+    def _save_grid(self, pipe: LatteVideoPipeline) -> None:
+        save_sample_grid(pipe, self.cfg, self.layout.samples / f"step_{self.step:08d}")
+
+    def export(self, model: LatteDiT) -> dict:
+        dit_path = export_pretrained(model, self.layout.export("dit"))
+        pipe = self._pipeline(model)
+        pipe_path = export_pretrained(pipe, self.layout.export("pipeline"))
+        self._save_grid(pipe)
+        self.accelerator.print(f"Saved the EMA DiT to {dit_path} and the sampling pipeline to {pipe_path}.")
+        return {"dit": str(dit_path), "pipeline": str(pipe_path)}
+
+
+def train(cfg: DiTTrainConfig) -> dict:
+    return DiTTrainer(cfg).run()
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "train_dit.py") -> dict:
+    with exit_on_user_error(prog):
+        return train(parse_cli(DiTTrainConfig, argv, "Train a Latte DiT on cached latents.", DEFAULT_CONFIG,
+                               TRAINER_FLAGS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""Encode a video data set once with a trained (or imported) VAE into memory-mapped safetensors shards.
+
+    python cache_latents.py vae=runs/x/vae/vae output_dir=runs/x/latents [data.name=ucf101 data.root=...]
+    accelerate launch cache_latents.py ...      # several processes, each encodes its share of shards
+
+Any VAE `vae.load_autoencoder` loads works: a bundled model's folder or a diffusers AutoencoderKL (per frame).
+Layout of `output_dir`: `shard_00000.safetensors` ... (the raw posterior `mean`, optionally `std`, and `label`
+per clip) and `manifest.json` (the VAE's config and weights hash, the data settings). The latent statistics
+are the VAE's own (`latents_mean/std` in its config). Shards are written atomically, so a re-run after a
+kill skips every finished shard and redoes only the missing ones; the manifest is written last, so a cache
+without one is unfinished. Clip `i` of pass `r` is cut with seed `data.seed + r`, so every shard's content is
+fixed by the config: an interrupted-and-resumed cache equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from accelerate import Accelerator
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from vae import VideoAutoencoder, load_autoencoder
+
+from ..common.cli import parse_cli
+from ..common.config import to_dict
+from ..common.errors import ConfigError, MissingFileError, UserError, exit_on_user_error
+from ..common.files import atomic_write, write_json
+from ..data import DataConfig, build_dataset
+
+MANIFEST = "manifest.json"
+CLIP_KEYS = ("name", "root", "split", "fold", "num_frames", "frame_interval", "resolution")
+
+
+@dataclass
+class LatentCacheConfig:
+    vae: str = "runs/default/vae/vae"  # a saved VAE folder (see vae.load_autoencoder)
+    output_dir: str = "runs/default/latents"
+    data: DataConfig = field(default_factory=DataConfig)
+    passes: int = 1  # clips cut per video: >1 stores several random clips / flips of each (augmentation)
+    shard_size: int = 256  # clips per shard
+    batch_size: int = 8
+    num_workers: int = 0
+    store_std: bool = True  # keep the posterior std so DiT training can sample latents (augmentation)
+    chunk_size: Optional[int] = None  # causal-cache chunked encoding (latent frames per chunk)
+    mixed_precision: str = "no"  # no | bf16 | fp16
+
+
+def weights_sha256(vae_dir: str | Path) -> str:
+    """Hash of the VAE's weight files: the identity a cache is checked against."""
+    digest = hashlib.sha256()
+    files = sorted(Path(vae_dir).glob("*.safetensors")) or sorted(Path(vae_dir).glob("*.bin"))
+    if not files:
+        raise MissingFileError(f"no VAE weights (*.safetensors) in {vae_dir}: expected a save_pretrained folder")
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def clip_settings(data: DataConfig) -> dict:
+    """The data settings that decide what a cached latent is; a cache is only valid for these."""
+    settings = {key: getattr(data, key) for key in CLIP_KEYS}
+    settings["root"] = str(Path(settings["root"]).resolve()) if settings["root"] else ""
+    if data.name == "synthetic":
+        settings.update(num_samples=data.num_samples, synthetic_classes=data.synthetic_classes, seed=data.seed)
+    return settings
+
+
+def _shard_path(out: Path, shard: int) -> Path:
+    return out / f"shard_{shard:05d}.safetensors"
+
+
+def _encode_shard(vae: VideoAutoencoder, dataset, indices: list[int], cfg: LatentCacheConfig, accelerator: Accelerator,
+                  path: Path) -> None:
+    loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    means, stds, labels = [], [], []
+    with torch.no_grad(), accelerator.autocast():
+        for batch in loader:
+            video = batch["video"].to(accelerator.device)  # (B, 3, T, H, W)
+            posterior = vae.encode(video, chunk_size=cfg.chunk_size).latent_dist
+            means.append(posterior.mean.float().cpu())  # (B, d, T', h, w)
+            stds.append(posterior.std.float().cpu())
+            labels.append(batch["label"].long())
+    tensors = {"mean": torch.cat(means).contiguous(), "label": torch.cat(labels)}
+    if cfg.store_std:
+        tensors["std"] = torch.cat(stds).contiguous()
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"clips": str(len(indices))}))
+
+
+def _load_vae(cfg: LatentCacheConfig, device: torch.device) -> VideoAutoencoder:
+    try:
+        vae = load_autoencoder(cfg.vae)
+        vae.check_num_frames(cfg.data.num_frames)
+        vae.check_frame_size(cfg.data.resolution, cfg.data.resolution)
+    except FileNotFoundError as err:
+        raise MissingFileError(f"vae={cfg.vae}: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"data settings for the VAE at {cfg.vae}: {err}") from None
+    return vae.to(device).eval()
+
+
+def _passes(cfg: LatentCacheConfig) -> list:
+    """The data set once per pass. "random" clips would make a shard's content depend on when it was encoded,
+    so they are drawn from (seed + pass, index) instead."""
+    sampling = "seeded" if cfg.data.clip_sampling == "random" else cfg.data.clip_sampling
+    return [build_dataset(dataclasses.replace(cfg.data, seed=cfg.data.seed + r, clip_sampling=sampling))
+            for r in range(cfg.passes)]
+
+
+def build_cache(cfg: LatentCacheConfig, accelerator: Optional[Accelerator] = None) -> Path:
+    """Encode (the missing shards of) the data set; returns the manifest path."""
+    accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+    out = Path(cfg.output_dir)
+    vae_hash = weights_sha256(cfg.vae)
+    vae = _load_vae(cfg, accelerator.device)
+    with accelerator.main_process_first():
+        passes = _passes(cfg)
+    dataset = torch.utils.data.ConcatDataset(passes)
+    shards = [list(range(s, min(s + cfg.shard_size, len(dataset)))) for s in range(0, len(dataset), cfg.shard_size)]
+    mine = [s for s in range(len(shards)) if s % accelerator.num_processes == accelerator.process_index]
+    todo = [s for s in mine if not _shard_path(out, s).is_file()]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="caching latents", unit="shard",
+               disable=not accelerator.is_local_main_process)
+    for s in todo:
+        _encode_shard(vae, dataset, shards[s], cfg, accelerator, _shard_path(out, s))
+        bar.update()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        paths = [_shard_path(out, s) for s in range(len(shards))]
+        write_json(out / MANIFEST, {
+            "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": type(vae).__name__,
+                    "config": dict(vae.config)},
+            "data": clip_settings(cfg.data), "passes": cfg.passes, "clips": len(dataset),
+            "num_classes": passes[0].num_classes, "class_names": list(passes[0].class_names),
+            "latent_shape": list(_latent_shape(paths[0])), "store_std": cfg.store_std,
+            "shards": [p.name for p in paths], "skipped": passes[0].skip_summary(), "config": to_dict(cfg),
+        })
+    accelerator.wait_for_everyone()
+    return out / MANIFEST
+
+
+def _latent_shape(path: Path) -> tuple[int, ...]:
+    with safe_open(str(path), framework="pt") as shard:
+        return tuple(shard.get_slice("mean").get_shape()[1:])
+
+
+class LatentDataset(torch.utils.data.Dataset):
+    """The cached latents: items {"mean": (d, T', h, w), "std": same or absent, "label": int}, memory-mapped."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.root = Path(cache_dir)
+        manifest = self.root / MANIFEST
+        if not manifest.is_file():
+            raise MissingFileError(f"{manifest} not found: {self.root} is not a finished latent cache "
+                                   f"(run `python cache_latents.py` to build or finish it)")
+        self.manifest = json.loads(manifest.read_text())
+        self.shards = [self.root / name for name in self.manifest["shards"]]
+        self.offsets = [0]
+        for path in self.shards:
+            with safe_open(str(path), framework="pt") as shard:
+                self.offsets.append(self.offsets[-1] + shard.get_slice("label").get_shape()[0])
+        self._open: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def _shard(self, s: int):
+        if s not in self._open:  # opened lazily per process: handles are not shared with DataLoader workers
+            self._open[s] = safe_open(str(self.shards[s]), framework="pt")
+        return self._open[s]
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a latent cache of {len(self)} clips")
+        s = bisect.bisect_right(self.offsets, index) - 1
+        row = index - self.offsets[s]
+        shard = self._shard(s)
+        item = {"mean": shard.get_slice("mean")[row], "label": int(shard.get_slice("label")[row])}
+        if self.manifest["store_std"]:
+            item["std"] = shard.get_slice("std")[row]
+        return item
+
+
+class CacheMismatch(UserError, ValueError):
+    """A latent cache made by another VAE or with other clip settings than the run asks for."""
+
+
+def check_cache(manifest: dict, vae_dir: str | Path, data: DataConfig) -> None:
+    """Refuse a cache whose VAE weights or clip settings differ from what the run is configured with."""
+    expected = weights_sha256(vae_dir)
+    if manifest["vae"]["sha256"] != expected:
+        raise CacheMismatch(
+            f"the latent cache was made by the VAE at {manifest['vae']['path']} (sha256 "
+            f"{manifest['vae']['sha256'][:12]}...), not by {vae_dir} ({expected[:12]}...): rebuild the cache with "
+            f"this VAE or point the run at the VAE that made it")
+    wanted = clip_settings(data)
+    diffs = {k: (manifest["data"].get(k), v) for k, v in wanted.items() if manifest["data"].get(k) != v}
+    if diffs:
+        listed = ", ".join(f"{k}: cache {a!r} vs run {b!r}" for k, (a, b) in diffs.items())
+        raise CacheMismatch(f"the latent cache was made with other clip settings ({listed}); rebuild it or "
+                            f"change the run's data settings to match")
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "cache_latents.py") -> Path:
+    with exit_on_user_error(prog):
+        cfg = parse_cli(LatentCacheConfig, argv, "Encode a video data set into a latent cache with a trained VAE.")
+        path = build_cache(cfg)
+    print(f"latent cache: {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

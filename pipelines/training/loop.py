@@ -1,0 +1,153 @@
+"""`Trainer`: the one training loop. A trainer supplies its data, its models and its micro-step; the loop does
+the rest - accelerate set-up and `prepare`, the float32 EMA of the main model, checkpoints and exact resume,
+gradient accumulation, clipping and optimizer steps, logging, the replica check, the export and the summary.
+
+One optimizer step reads as one block (`_train_step`): `gradient_accumulation_steps` micro-steps, each a
+forward and backward inside `accelerator.accumulate` (which skips DDP's gradient sync until the last), then
+clipping and a step of every active `Part`. In-step randomness comes from a generator keyed by (seed, rank,
+micro-step), so a resumed run equals an uninterrupted one bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..common.files import write_json
+from ..common.layout import TrainingRunLayout
+from ..common.seeding import keyed_generator
+from .accelerator import check_replicas, setup_accelerator, state_checksum
+from .batches import EpochSeededDataset, endless_batches
+from .checkpoints import Checkpoints
+from .ema import FloatEMA
+from .monitor import RunningMeans, Throughput, count_flops, progress
+from .optim import Part, prepare_parts
+from .run_config import RunConfig
+
+
+class Trainer(ABC):
+    """One run of `cfg`. `parts[0]` is the main model: the one averaged by the EMA and exported."""
+
+    name = "train"  # the tracker's project and the progress bar's label
+    postfix_keys: tuple[str, ...] = ("loss/total",)  # logged values shown on the progress bar
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.layout = TrainingRunLayout(cfg.output_dir)
+        self.accelerator = acc = setup_accelerator(cfg, self.name)
+        with acc.main_process_first():
+            self.train_set = EpochSeededDataset(self.build_dataset(), cfg.seed)
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                            num_workers=cfg.num_workers)
+        self.parts = self.build_parts()
+        self.loader = prepare_parts(acc, self.parts, loader)
+        self.model = acc.unwrap_model(self.parts[0].model)
+        self.ema = FloatEMA(self.model, cfg.ema_decay)
+        self.throughput = Throughput(acc, cfg.mixed_precision, cfg.batch_size * acc.num_processes)
+        for obj in (self.ema, self.throughput, *self.checkpointed_state()):
+            acc.register_for_checkpointing(obj)
+        self.checkpoints = Checkpoints(self.layout, cfg.checkpoints_total_limit)
+        self.step = self.checkpoints.resume(acc, cfg.resume)
+        self.ema.to(acc.device)  # load_state puts registered objects on the CPU
+        self.last_logs: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ what a trainer supplies
+    @abstractmethod
+    def build_dataset(self) -> Dataset:
+        """The training data set (main process first; items may draw from torch's RNG: they are keyed)."""
+
+    @abstractmethod
+    def build_parts(self) -> list[Part]:
+        """The models to optimise, unprepared; the first is the main model."""
+
+    @abstractmethod
+    def micro_step(self, batch: Any, generator: torch.Generator) -> dict[str, torch.Tensor | float]:
+        """Forward and `accelerator.backward` on one micro-batch; returns the values to log. Draw any noise
+        from `generator`."""
+
+    @abstractmethod
+    def export(self, model: torch.nn.Module) -> dict:
+        """Save the final model (the main model with the EMA weights; main process only); returns summary entries."""
+
+    def describe(self) -> str:
+        """The line printed when the run starts."""
+        params = sum(p.numel() for p in self.model.parameters())
+        return f"{type(self.model).__name__} ({params / 1e6:.2f} M parameters), {len(self.train_set)} training items"
+
+    def checkpointed_state(self) -> list:
+        """Objects with state_dict() beyond models, optimizers and schedulers that checkpoints must hold."""
+        return []
+
+    def after_step(self) -> None:
+        """Called after every optimizer step, on every process (validation, sample videos)."""
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        acc.print(f"{self.describe()}; {cfg.clips_per_step * acc.num_processes} clips per step on "
+                  f"{acc.num_processes} process(es)")
+        batches = endless_batches(acc, self.loader, self.step * cfg.gradient_accumulation_steps)
+        means, bar = RunningMeans(), progress(acc, self.step, cfg.max_steps, self.name)
+        start_step, start_time = self.step, time.perf_counter()
+        self.throughput.start()
+        while self.step < cfg.max_steps:
+            self._train_step(batches, means)
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                self._log(means.pop(acc) | self.throughput.logs(), bar)
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.checkpoints.save(acc, self.step)
+            self.after_step()
+        bar.close()
+        return self._finish(time.perf_counter() - start_time, start_step)
+
+    def _train_step(self, batches: Iterator, means: RunningMeans) -> None:
+        """One optimizer step: accumulate the micro-steps' gradients, then clip and step every active part."""
+        cfg, acc = self.cfg, self.accelerator
+        active = [part for part in self.parts if self.step >= part.active_from]
+        for i in range(cfg.gradient_accumulation_steps):
+            generator = keyed_generator(cfg.seed, acc.process_index, self.step * cfg.gradient_accumulation_steps + i)
+            batch = next(batches)
+            with acc.accumulate(*[part.model for part in active]):
+                if self.step == 0 and i == 0:
+                    logs, self.throughput.flops_per_micro_step = count_flops(lambda: self.micro_step(batch, generator))
+                else:
+                    logs = self.micro_step(batch, generator)
+            means.add(logs)
+            self.throughput.add(1)
+        for part in active:
+            norm = part.optimizer_step(acc, self.step)
+            if norm is not None:
+                means.add({f"grad_norm/{part.name}": norm})
+        self.ema.step()
+        self.step += 1
+
+    def _log(self, values: dict[str, float], bar) -> None:
+        for part in self.parts:
+            values[f"lr/{part.name}"] = part.scheduler.get_last_lr()[0]
+        self.accelerator.log(values, step=self.step)
+        self.last_logs = values
+        shown = {key.split("/")[-1]: f"{values[key]:.4g}" for key in self.postfix_keys if key in values}
+        bar.set_postfix(**shown, clips_s=f"{values['train/clips_per_s']:.2f}", mfu=f"{values['perf/mfu']:.0%}")
+
+    # ------------------------------------------------------------------ the end of the run
+    def _finish(self, seconds: float, start_step: int) -> dict:
+        cfg, acc = self.cfg, self.accelerator
+        checksums = check_replicas(acc, state_checksum(*[p.model.parameters() for p in self.parts],
+                                                       self.ema.shadow_params))
+        summary = {}
+        if acc.is_main_process:
+            steps = self.step - start_step
+            summary = {"step": self.step, "steps_this_run": steps, "seconds": round(seconds, 2),
+                       "clips_per_s": round(steps * cfg.clips_per_step * acc.num_processes / max(seconds, 1e-9), 3),
+                       "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
+                       "logs": self.last_logs, "replica_checksums": checksums}
+            summary |= self.export(self.ema.copy(acc.device))
+            write_json(self.layout.summary, summary)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return summary

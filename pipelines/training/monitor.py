@@ -1,0 +1,96 @@
+"""What a run reports while it trains: running means of the logged values, throughput and model FLOP utilisation.
+
+MFU is the model's FLOP rate (forward + backward, counted by torch's FlopCounterMode on the first micro-step
+of step 0) over a dense matmul's rate measured on the same device and in the run's precision at start-up: a
+ceiling this machine really reaches, not a datasheet peak. The count travels in checkpoints: FlopCounterMode
+changes a step's float rounding slightly, so a resumed run must not count again to stay bit-identical.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+import torch
+from accelerate import Accelerator
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+PRECISION_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class RunningMeans:
+    """Sums of logged scalars between two log steps, averaged over steps and processes on `pop`."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor | float]) -> None:
+        for key, value in values.items():
+            value = torch.as_tensor(value, dtype=torch.float64).detach()
+            self.sums[key] = self.sums.get(key, 0) + value.cpu()
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop(self, accelerator: Accelerator) -> dict[str, float]:
+        """Means since the last pop; a collective call: every process must call it at the same step."""
+        keys = sorted(self.sums)
+        local = torch.stack([self.sums[k] / self.counts[k] for k in keys]) if keys else torch.zeros(0)
+        means = accelerator.reduce(local.to(accelerator.device), reduction="mean") if keys else local
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, means.tolist()))
+
+
+def matmul_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
+                            repeats: int = 3) -> float:
+    """The best of `repeats` timed n x n matmuls on `device` (after one warm-up), in FLOP/s."""
+    a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # the values do not matter; no RNG is touched
+    best = float("inf")
+    for i in range(repeats + 1):
+        start = time.perf_counter()
+        (a @ b).sum().item()  # .item() waits for the device, here and (so before `start`) in the previous round
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
+    """Run `fn` once and count the FLOPs of the matmuls, convolutions and attention it ran."""
+    with FlopCounterMode(display=False) as counter:
+        result = fn()
+    return result, counter.get_total_flops()
+
+
+class Throughput:
+    """Clips per second (all processes) and, once `flops_per_micro_step` is known, achieved TFLOP/s and MFU of
+    one process, since `start()`. Register it for checkpointing: its state is the FLOP count."""
+
+    def __init__(self, accelerator: Accelerator, mixed_precision: str, clips_per_micro_step: int):
+        self.peak = matmul_flops_per_second(accelerator.device, PRECISION_DTYPES[mixed_precision])
+        self.clips_per_micro_step = clips_per_micro_step
+        self.flops_per_micro_step = 0
+        self.start()
+
+    def start(self) -> None:
+        self.started, self.micro_steps = time.perf_counter(), 0
+
+    def add(self, micro_steps: int) -> None:
+        self.micro_steps += micro_steps
+
+    def state_dict(self) -> dict:
+        return {"flops_per_micro_step": self.flops_per_micro_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.flops_per_micro_step = int(state["flops_per_micro_step"])
+
+    def logs(self) -> dict[str, float]:
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        flops = self.flops_per_micro_step * self.micro_steps / seconds
+        return {"train/clips_per_s": self.clips_per_micro_step * self.micro_steps / seconds,
+                "perf/tflops": flops / 1e12, "perf/mfu": flops / self.peak}
+
+
+def progress(accelerator: Accelerator, start: int, total: int, desc: str) -> tqdm:
+    return tqdm(total=total, initial=start, desc=desc, disable=not accelerator.is_local_main_process,
+                dynamic_ncols=True, unit="step")

@@ -1,0 +1,207 @@
+"""The `VideoAutoencoder` contract, checked on every VAE the project has: save / `load_autoencoder` round trip,
+compression ratios, frame-rule and shape errors, causal-cache chunked == full (float32 and float64), streaming,
+no state between calls, latent normalisation; plus the per-frame image VAE and the causal convolution."""
+
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from vae import VAE_PRESETS, LeanVAE, PerFrameVAE, build_autoencoder, load_autoencoder
+from vae.causal import CausalConv3d
+
+
+def tiny_image_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
+                         layers_per_block=1, scaling_factor=0.5, shift_factor=0.25).eval()
+
+
+def make(name: str, seed: int = 0):
+    if name == "per-frame":
+        return PerFrameVAE.from_image_vae(tiny_image_vae(seed)).eval()
+    torch.manual_seed(seed)
+    return build_autoencoder(name).eval()
+
+
+MODELS = ["lean-tiny", "per-frame"]  # every model the project has
+RATIOS = {"lean-tiny": (4, 8), "per-frame": (1, 2)}
+
+
+def video(frames: int, size: int = 16, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, 3, frames, size, size, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+
+
+def frames_for(model, latent_frames: int) -> int:
+    return model.video_num_frames(latent_frames)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_compression_ratios_and_shapes(name):
+    model = make(name)
+    r, s = RATIOS[name]
+    assert (model.temporal_compression_ratio, model.spatial_compression_ratio, model.latent_channels) == (r, s, 4)
+    x = video(frames_for(model, 3))
+    with torch.no_grad():
+        posterior = model.encode(x).latent_dist
+        assert posterior.mean.shape == (1, 4, 3, 16 // s, 16 // s)
+        assert model.decode(posterior.mode()).sample.shape == x.shape
+        z = model.encode(x[:, :, 0]).latent_dist.mean  # an image: a 4-D tensor
+    assert z.shape == (1, 4, 16 // s, 16 // s)
+    assert torch.allclose(z, posterior.mean[:, :, 0], atol=1e-6)  # the first latent frame is the image's latent
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_and_load_autoencoder_round_trip(name, tmp_path):
+    model = make(name, seed=3)
+    model.save_pretrained(tmp_path / "vae")
+    loaded = load_autoencoder(tmp_path / "vae").eval()
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    assert type(loaded) is type(model) and public(loaded.config) == public(model.config)
+    x = video(frames_for(model, 2))
+    with torch.no_grad():
+        assert torch.equal(model(x, sample_posterior=False).sample, loaded(x, sample_posterior=False).sample)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("latent_frames", [5, 9])
+@pytest.mark.parametrize("chunk", [1, 2, 3])
+def test_chunked_equals_full_float32(name, latent_frames, chunk):
+    model = make(name)
+    x = video(frames_for(model, latent_frames))
+    with torch.no_grad():
+        full = model.encode(x).latent_dist.mean
+        assert (full - model.encode(x, chunk_size=chunk).latent_dist.mean).abs().max() <= 1e-5
+        assert (model.decode(full).sample - model.decode(full, chunk_size=chunk).sample).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("chunk", [1, 3, 4])
+def test_chunked_equals_full_float64(name, chunk):
+    model = make(name).double()
+    x = video(frames_for(model, 9), dtype=torch.float64)
+    with torch.no_grad():
+        z = model.encode(x).latent_dist.mean
+        assert (z - model.encode(x, chunk_size=chunk).latent_dist.mean).abs().max() <= 1e-12
+        assert (model.decode(z).sample - model.decode(z, chunk_size=chunk).sample).abs().max() <= 1e-12
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_iter_decode_streams_the_same_video(name):
+    model = make(name)
+    with torch.no_grad():
+        z = model.encode(video(frames_for(model, 6))).latent_dist.mean  # 6 latent frames
+        pieces = list(model.iter_decode(z, chunk_size=4))
+        full = model.decode(z).sample
+    r = model.temporal_compression_ratio
+    assert [p.shape[2] for p in pieces] == [1 + 3 * r, 2 * r]
+    assert torch.equal(torch.cat(pieces, dim=2), model.decode(z, chunk_size=4).sample)
+    assert (torch.cat(pieces, dim=2) - full).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_state_leaks_between_calls(name):
+    model = make(name)
+    x, other = video(frames_for(model, 5), seed=1), video(frames_for(model, 5), seed=2)
+    with torch.no_grad():
+        reference = model.encode(x).latent_dist.mean
+        model.encode(other, chunk_size=2)
+        _ = list(model.iter_decode(model.encode(other).latent_dist.mean, chunk_size=1))[:1]  # abandoned stream
+        assert torch.equal(model.encode(x).latent_dist.mean, reference)
+        model.enable_chunking(2)
+        assert (model.encode(x).latent_dist.mean - reference).abs().max() <= 1e-5
+        model.disable_chunking()
+        assert torch.equal(model.encode(x).latent_dist.mean, reference)
+
+
+def test_frame_rule_names_the_nearest_valid_counts():
+    assert LeanVAE.check_num_frames(17) == 17 and LeanVAE.latent_num_frames(17) == 5
+    assert LeanVAE.video_num_frames(5) == 17
+    with pytest.raises(ValueError, match=r"1 \+ 4k frames .* Got 16 frames; use 13 or 17"):
+        LeanVAE.check_num_frames(16)
+    assert PerFrameVAE.check_num_frames(16) == 16 and PerFrameVAE.latent_num_frames(16) == 16
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bad_inputs_are_explained(name):
+    model = make(name)
+    s = model.spatial_compression_ratio
+    with pytest.raises(ValueError, match=f"divisible by {s}"):
+        model.encode(torch.zeros(1, 3, 1, 16 + s // 2, 16))
+    with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
+        model.encode(torch.zeros(1, 4, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"\(B, 4, T', h, w\)"):
+        model.decode(torch.zeros(1, 16, 2, 2, 2))
+    with pytest.raises(ValueError, match="positive integer"):
+        model.encode(video(1), chunk_size=0)
+    with pytest.raises(ValueError, match="positive integer"):
+        model.decode(torch.zeros(1, 4, 2, 2, 2), chunk_size=1.5)
+
+
+def test_lean_frame_counts_are_checked_on_encode():
+    with pytest.raises(ValueError, match=r"1 \+ 4k frames"):
+        make("lean-tiny").encode(torch.zeros(1, 3, 16, 16, 16))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_latent_normalisation_is_invertible_per_channel(name):
+    model = make(name)
+    model.register_to_config(latents_mean=[0.5, -1.0, 0.0, 2.0], latents_std=[2.0, 0.5, 1.0, 4.0])
+    z = torch.randn(2, 4, 3, 2, 2, dtype=torch.float64)
+    normalised = model.normalize_latents(z)
+    assert torch.allclose(normalised[:, 1], (z[:, 1] + 1.0) / 0.5)
+    assert torch.allclose(model.denormalize_latents(normalised), z)
+    assert torch.allclose(model.normalize_latents(z[:, :, 0]), normalised[:, :, 0])  # image latents too
+
+
+def test_per_frame_vae_codes_each_frame_as_the_image_vae_does(tmp_path):
+    image_vae = tiny_image_vae()
+    image_vae.save_pretrained(tmp_path / "sd-vae")
+    model = load_autoencoder(tmp_path / "sd-vae").eval()  # a diffusers AutoencoderKL folder
+    assert isinstance(model, PerFrameVAE)
+    assert model.config.latents_mean == 0.25 and model.config.latents_std == 2.0  # shift, 1 / scaling_factor
+    x = video(5)
+    with torch.no_grad():
+        z = model.encode(x).latent_dist.mean  # (1, 4, 5, 8, 8)
+        z_one = model.encode(x, chunk_size=1).latent_dist.mean
+        recon = model.decode(z, chunk_size=1).sample
+        for t in range(5):
+            alone = image_vae.encode(x[:, :, t]).latent_dist.mean
+            assert torch.equal(z_one[:, :, t], alone)  # frame by frame: the image VAE's own computation
+            assert (z[:, :, t] - alone).abs().max() <= 1e-5  # frames folded into the batch
+            assert torch.equal(recon[:, :, t], image_vae.decode(z[:, :, t]).sample)
+
+
+def test_build_and_load_errors_name_what_is_valid(tmp_path):
+    with pytest.raises(ValueError, match="Did you mean 'lean-tiny'"):
+        build_autoencoder("lean-tiyn")
+    with pytest.raises(ValueError, match="Did you mean 'lc_dim'"):
+        build_autoencoder("lean-tiny", lc_dimm=4)
+    assert build_autoencoder("lean-tiny", latent_channels=8).latent_channels == 8
+    assert all(preset.model is LeanVAE for preset in VAE_PRESETS.values())
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_autoencoder(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "UNet2DModel"}')
+    with pytest.raises(ValueError, match="LeanVAE, PerFrameVAE, AutoencoderKL"):
+        load_autoencoder(tmp_path)
+
+
+@pytest.mark.parametrize("start_padding", ["zeros", "replicate"])
+def test_causal_conv_chunked_equals_full_and_is_causal(start_padding):
+    torch.manual_seed(0)
+    conv = CausalConv3d(3, 5, (3, 3, 3), start_padding=start_padding).double()
+    x = torch.randn(2, 3, 11, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        full = conv(x)
+        for chunk in (1, 2, 4):
+            cache = {}
+            pieces = torch.cat([conv(x[:, :, s:s + chunk], cache) for s in range(0, 11, chunk)], dim=2)
+            assert (pieces - full).abs().max() <= 1e-12
+        changed = x.clone()
+        changed[:, :, 6:] += 1
+        assert torch.equal(conv(changed)[:, :, :6], full[:, :, :6])  # output t never sees inputs after t
+    padded = torch.cat([x[:, :, :1].expand(-1, -1, 2, -1, -1) if start_padding == "replicate"
+                        else torch.zeros_like(x[:, :, :2]), x], dim=2)
+    reference = torch.nn.functional.conv3d(padded, conv.weight, conv.bias, padding=(0, 1, 1))
+    assert (full - reference).abs().max() <= 1e-12

@@ -1,0 +1,122 @@
+"""LeanVAE's own properties: Haar exactness, official sizes, shapes, causality, gradients, a real overfit.
+(The contract every VAE keeps - chunked == full, save / load, frame rules - is tested in test_autoencoders.py.)"""
+
+import pytest
+import torch
+
+from vae import LeanVAE, build_autoencoder
+from vae.haar import haar2d, haar3d, ihaar2d, ihaar3d
+
+
+def tiny_vae(seed: int = 0, dtype=torch.float32) -> LeanVAE:
+    torch.manual_seed(seed)
+    model = build_autoencoder("lean-tiny").eval()
+    return model.double() if dtype == torch.float64 else model
+
+
+def video(frames: int, size: int = 16, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(1, 3, frames, size, size, generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------- Haar
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-6)])
+def test_haar_round_trip_is_exact(dtype, tol):
+    x = video(8, 24, dtype=dtype)
+    assert (ihaar3d(haar3d(x)) - x).abs().max() < tol
+    assert (ihaar2d(haar2d(x[:, :, 0])) - x[:, :, 0]).abs().max() < tol
+
+
+def test_haar_is_orthonormal_and_band_zero_is_the_average():
+    x = video(4, 8, dtype=torch.float64)
+    c3 = haar3d(x)
+    assert torch.allclose(c3.pow(2).sum(), x.pow(2).sum())  # energy preserved
+    block_mean = x.reshape(1, 3, 2, 2, 4, 2, 4, 2).mean(dim=(3, 5, 7))
+    assert torch.allclose(c3[:, 0], block_mean * 8**0.5)
+    const = torch.ones(1, 3, 2, 4, 4, dtype=torch.float64)
+    assert haar3d(const)[:, 1:].abs().max() < 1e-12  # a constant has no high-frequency energy
+
+
+# ---------------------------------------------------------------------------------------------- shapes
+def test_official_presets_match_the_paper():
+    for name in ("lean-4ch", "lean-16ch"):
+        with torch.device("meta"):
+            model = build_autoencoder(name)
+        params = sum(p.numel() for p in model.parameters())
+        assert abs(params - 39.8e6) / 39.8e6 < 0.01, (name, params)
+
+
+@pytest.mark.parametrize("frames", [1, 5, 17])
+def test_video_shapes(frames):
+    model = tiny_vae()
+    x = video(frames, 32)
+    with torch.no_grad():
+        posterior = model.encode(x).latent_dist
+        assert posterior.mean.shape == (1, 4, 1 + (frames - 1) // 4, 4, 4)
+        assert model.decode(posterior.mode()).sample.shape == x.shape
+        assert model(x).sample.shape == x.shape
+
+
+def test_images_as_4d_tensors():
+    model = tiny_vae()
+    x = video(1, 16)[:, :, 0]  # (1, 3, 16, 16)
+    with torch.no_grad():
+        z = model.encode(x).latent_dist.mode()
+        assert z.shape == (1, 4, 2, 2)
+        recon = model.decode(z).sample
+    assert recon.shape == x.shape
+    assert torch.allclose(recon, model.decode(z.unsqueeze(2)).sample[:, :, 0])
+
+
+def test_kl_sums_over_every_latent_dim():
+    model = tiny_vae()
+    with torch.no_grad():
+        posterior = model.encode(video(9, 16)).latent_dist
+    m, lv = posterior.mean, posterior.logvar
+    expected = 0.5 * (m.pow(2) + lv.exp() - 1 - lv).flatten(1).sum(1)
+    assert torch.allclose(posterior.kl(), expected)
+
+
+def test_encoder_is_causal():
+    model = tiny_vae()
+    x = video(17)
+    y = x.clone()
+    y[:, :, 9:] = -y[:, :, 9:]  # change only frames 9.. (latent frames 3..)
+    with torch.no_grad():
+        zx, zy = model.encode(x).latent_dist.mean, model.encode(y).latent_dist.mean
+    assert torch.equal(zx[:, :, :3], zy[:, :, :3])
+    assert not torch.allclose(zx[:, :, 3:], zy[:, :, 3:])
+
+
+def test_gradients_reach_every_parameter():
+    model = tiny_vae().train()
+    x = video(9)
+    out = model(x, generator=torch.Generator().manual_seed(0))
+    loss = (out.sample - x).abs().mean() + 1e-3 * out.latent_dist.kl().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_tiny_vae_overfits_a_real_clip(test_data_dir):
+    from pipelines.data import read_frames
+    from pipelines.data.clips import frames_to_tensor
+
+    x = frames_to_tensor(read_frames(test_data_dir / "carphone.mp4", range(0, 18, 2)[:9]), 32).unsqueeze(0)
+    torch.manual_seed(0)
+    model = build_autoencoder("lean-tiny")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def psnr() -> float:
+        with torch.no_grad():
+            recon = model(x, sample_posterior=False).sample.clamp(-1, 1)
+        return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
+
+    start = psnr()
+    for _ in range(100):
+        out = model(x, sample_posterior=False)
+        loss = (out.sample - x).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert psnr() > start + 8, (start, psnr())  # ~10 dB -> ~20 dB

@@ -1,0 +1,281 @@
+"""The one training loop (pipelines/training/): its parts on a single CPU process, a toy trainer through the
+whole `Trainer`, and the replica check across two real processes."""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from torch.utils.data import DataLoader, Dataset
+
+from pipelines.common.cli import parse_cli
+from pipelines.common.errors import ConfigError
+from pipelines.common.layout import TrainingRunLayout
+from pipelines.training.accelerator import deepspeed_safe_parameters, setup_accelerator, state_checksum
+from pipelines.training.batches import EpochSeededDataset, endless_batches
+from pipelines.training.checkpoints import Checkpoints
+from pipelines.training.loop import Trainer
+from pipelines.training.monitor import RunningMeans
+from pipelines.training.optim import Part, clip_grad_norm, lr_scheduler
+from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
+from vae import build_autoencoder
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mixed_precision=fp8", "mixed_precision must be one of"), ("max_steps=0", "max_steps must be >= 1"),
+    ("min_learning_rate=1", "exceeds learning_rate"), ("ema_decay=1.0", "ema_decay must be in"),
+    ("lr_schedule=linear", "lr_schedule must be one of"), ("grad_clip=-1", "grad_clip must be >= 0"),
+])
+def test_run_config_rejects_bad_values(override, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_cli(RunConfig, [override])
+
+
+def test_parse_cli_applies_file_overrides_and_flags(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("max_steps: 5\nseed: 3\n")
+    cfg = parse_cli(RunConfig, ["--config", str(config), "seed=4", "--resume", "latest"], flags=TRAINER_FLAGS)
+    assert (cfg.max_steps, cfg.seed, cfg.resume) == (5, 4, "latest")
+
+
+def test_setup_saves_config_and_follows_run_config(tmp_path):
+    cfg = RunConfig(output_dir=str(tmp_path), gradient_accumulation_steps=3, report_to="none")
+    accelerator = setup_accelerator(cfg, "test")
+    assert accelerator.gradient_accumulation_steps == 3
+    assert "gradient_accumulation_steps: 3" in (tmp_path / "config.yaml").read_text()
+
+
+def test_checkpoints_keep_the_last_k_and_resume_the_latest(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    model = accelerator.prepare(torch.nn.Linear(3, 2))
+    checkpoints = Checkpoints(TrainingRunLayout(tmp_path), limit=2)
+    saved = {}
+    for step in range(1, 5):
+        with torch.no_grad():
+            model.weight.add_(1.0)
+        checkpoints.save(accelerator, step)
+        saved[step] = model.weight.detach().clone()
+    assert [s for s, _ in checkpoints.all()] == [3, 4]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
+    with torch.no_grad():
+        model.weight.zero_()
+    assert checkpoints.resume(accelerator, "latest") == 4
+    assert torch.equal(model.weight, saved[4])
+    assert checkpoints.resume(accelerator, str(tmp_path / "checkpoints/step_00000003")) == 3
+    assert torch.equal(model.weight, saved[3])
+    assert checkpoints.resume(accelerator, None) == 0
+    assert Checkpoints(TrainingRunLayout(tmp_path / "empty"), 2).resume(accelerator, "latest") == 0
+    with pytest.raises(FileNotFoundError, match="expected 'latest'"):
+        checkpoints.resume(accelerator, str(tmp_path / "nowhere"))
+
+
+class RandomItems(Dataset):
+    """Items drawn from torch's global RNG, like a data set's random crops."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, index):
+        return torch.rand(()) + index
+
+
+def test_epoch_seeded_dataset_items_depend_on_seed_epoch_index_only():
+    data = EpochSeededDataset(RandomItems(), seed=3)
+    first = data[4]
+    state = torch.get_rng_state()
+    torch.rand(5)
+    assert torch.equal(data[4], first)  # independent of the global RNG's position ...
+    torch.set_rng_state(state)
+    data[4]
+    assert torch.equal(torch.get_rng_state(), state)  # ... which it leaves untouched
+    data.set_epoch(1)
+    assert not torch.equal(data[4], first)
+    assert not torch.equal(EpochSeededDataset(RandomItems(), seed=4)[4], first)
+
+
+def test_endless_batches_resume_mid_epoch_gives_the_same_stream(tmp_path):
+    accelerator = setup_accelerator(RunConfig(output_dir=str(tmp_path), report_to="none"), "test")
+
+    def stream(start):
+        loader = accelerator.prepare(DataLoader(EpochSeededDataset(RandomItems(), seed=0), batch_size=3,
+                                                shuffle=True, drop_last=True))
+        batches = endless_batches(accelerator, loader, start)
+        return [next(batches) for _ in range(8 - start)]
+
+    full = stream(0)  # 3 batches per epoch: epochs 0, 1 and part of 2
+    assert len({tuple(b.tolist()) for b in full}) == 8  # reshuffled, re-drawn every epoch
+    for start in (2, 4, 6):
+        assert all(torch.equal(a, b) for a, b in zip(full[start:], stream(start)))
+
+
+def test_lr_schedules():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = lr_scheduler(opt, "cosine", warmup_steps=4, total_steps=14, min_lr_ratio=0.25)
+    lrs = []
+    for _ in range(15):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert lrs[9] == pytest.approx(0.5 + 1.5 * 0.5)  # half way through the cosine
+    assert lrs[14] == pytest.approx(0.5)  # min_lr_ratio * lr at total_steps
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = lr_scheduler(opt, "constant", warmup_steps=2, total_steps=10)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert sched.get_last_lr()[0] == 2.0
+
+
+def test_running_means_average_since_last_pop():
+    accelerator = Accelerator(cpu=True)
+    means = RunningMeans()
+    means.add({"a": torch.tensor(1.0), "b": 4.0})
+    means.add({"a": torch.tensor(3.0)})
+    assert means.pop(accelerator) == {"a": 2.0, "b": 4.0}
+    assert means.pop(accelerator) == {}
+
+
+def test_clip_grad_norm_reports_the_norm_before_clipping():
+    accelerator = Accelerator(cpu=True)
+    param = torch.nn.Parameter(torch.zeros(2))
+    param.grad = torch.tensor([3.0, 4.0])
+    assert clip_grad_norm(accelerator, [param], 1.0) == pytest.approx(5.0)
+    assert torch.allclose(param.grad, torch.tensor([0.6, 0.8]))
+    param.grad = torch.tensor([3.0, 4.0])
+    assert clip_grad_norm(accelerator, [param], 0.0) == pytest.approx(5.0)
+    assert torch.equal(param.grad, torch.tensor([3.0, 4.0]))
+
+
+# ---------------------------------------------------------------------------------------------- a toy trainer
+class Regression(ModelMixin, ConfigMixin):
+    @register_to_config
+    def __init__(self, dim: int = 3):
+        super().__init__()
+        self.linear = torch.nn.Linear(dim, 1)
+
+
+class Points(Dataset):
+    """y = x . (1, -2, 3) + 0.5, exactly."""
+
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.x[i] @ torch.tensor([1.0, -2.0, 3.0]) + 0.5}
+
+
+@dataclass
+class ToyConfig(RunConfig):
+    report_to: str = "none"
+    checkpoint_every: int = 0
+    learning_rate: float = 0.2
+
+
+class ToyTrainer(Trainer):
+    name = "toy"
+
+    def build_dataset(self):
+        return Points()
+
+    def build_parts(self):
+        model = Regression()
+        opt = torch.optim.SGD(model.parameters(), lr=self.cfg.learning_rate)
+        return [Part("model", model, opt, lr_scheduler(opt, "constant", 0, self.cfg.max_steps), self.cfg.grad_clip)]
+
+    def micro_step(self, batch, generator):
+        loss = (self.parts[0].model.linear(batch["x"]).squeeze(1) - batch["y"]).pow(2).mean()
+        self.accelerator.backward(loss)
+        return {"loss/total": loss.detach()}
+
+    def export(self, model):
+        return {"weight": model.linear.weight.flatten().tolist(), "bias": model.linear.bias.item()}
+
+
+def toy_run(tmp_path, name, **overrides) -> dict:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return ToyTrainer(ToyConfig(output_dir=str(tmp_path / name), **overrides)).run()
+
+
+def test_toy_trainer_learns_and_reports(tmp_path):
+    summary = toy_run(tmp_path, "learn", max_steps=150, batch_size=4, ema_decay=0.0, log_every=10)
+    assert summary["weight"] == pytest.approx([1.0, -2.0, 3.0], abs=1e-2) and summary["bias"] == pytest.approx(0.5, abs=1e-2)
+    logs = summary["logs"]
+    assert logs["loss/total"] < 1e-4 and logs["lr/model"] == 0.2 and logs["grad_norm/model"] >= 0
+    assert logs["perf/tflops"] > 0 and 0 < logs["perf/mfu"] < 10 and logs["train/clips_per_s"] > 0
+    assert (tmp_path / "learn" / "train_summary.json").is_file() and (tmp_path / "learn" / "config.yaml").is_file()
+
+
+def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):
+    large = toy_run(tmp_path, "large", max_steps=6, batch_size=4, ema_decay=0.0)
+    accumulated = toy_run(tmp_path, "accumulated", max_steps=6, batch_size=2, gradient_accumulation_steps=2,
+                          ema_decay=0.0)
+    assert accumulated["weight"] == pytest.approx(large["weight"], abs=1e-6)
+    assert accumulated["bias"] == pytest.approx(large["bias"], abs=1e-6)
+
+
+def test_ema_weights_swap_in_and_restore_exactly(tmp_path):
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path), max_steps=3, batch_size=4, ema_decay=0.5))
+    trainer.run()
+    trained = trainer.model.linear.weight.detach().clone()
+    with trainer.ema.weights():
+        assert torch.equal(trainer.model.linear.weight, trainer.ema.shadow_params[0])
+        assert not torch.equal(trainer.model.linear.weight, trained)
+    assert torch.equal(trainer.model.linear.weight, trained)
+    assert torch.equal(trainer.ema.copy(torch.device("cpu")).linear.weight, trainer.ema.shadow_params[0])
+
+
+def test_checksums_tell_bitwise_equal_states_apart():
+    a = [torch.tensor([1.0, 2.0]), torch.tensor(3.0)]
+    assert state_checksum(a) == state_checksum([t.clone() for t in a])
+    assert state_checksum(a) != state_checksum([a[0], torch.tensor(3.0000002)])
+
+
+REPLICA_SCRIPT = """
+from accelerate import Accelerator
+from pipelines.training.accelerator import ReplicasDiverged, check_replicas
+accelerator = Accelerator(cpu=True)
+print("agreed", check_replicas(accelerator, "same state"))
+try:
+    check_replicas(accelerator, f"state of rank {accelerator.process_index}")
+except ReplicasDiverged as err:
+    print("diverged:", err)
+accelerator.end_training()  # tears the process group down before exit
+"""
+
+
+def test_replica_check_across_two_processes(tmp_path):
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun not on PATH")
+    script = tmp_path / "replicas.py"
+    script.write_text(REPLICA_SCRIPT)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("agreed ['same state', 'same state']") == 2
+    assert result.stdout.count("diverged: data-parallel replicas differ") == 2  # every rank learns of it
+
+
+def test_deepspeed_safe_parameters_keep_values_and_outputs():
+    torch.manual_seed(0)
+    model = build_autoencoder("lean-tiny")
+    x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    before = model(x, sample_posterior=False).sample
+    deepspeed_safe_parameters(model)
+    assert all(p.is_contiguous() and p.ndim >= 1 for p in model.parameters())
+    assert torch.equal(model(x, sample_posterior=False).sample, before)

@@ -1,0 +1,207 @@
+"""`VideoAutoencoder`: the contract every video VAE of the project keeps, and the parts of it written once.
+
+    posterior = vae.encode(video, chunk_size=None).latent_dist     # video (B, 3, 1 + r k, H, W) in [-1, 1]
+    video = vae.decode(z, chunk_size=None).sample                  # z (B, d, 1 + k, H / s, W / s)
+    for piece in vae.iter_decode(z, chunk_size=1): ...             # stream any length, bounded memory
+
+r = `temporal_compression_ratio`, s = `spatial_compression_ratio`, d = `latent_channels`. A video's first
+frame is coded alone (an image is a 1-frame video, or a 4-D tensor), the rest in groups of r frames. `chunk_size`
+counts latent frames: the causal-cache chunked loop below feeds a model whole groups and gives output equal to
+whole-video inference. A model supplies `_encode_chunk` and `_decode_chunk`; it keeps what a chunk needs from
+the previous one in the `cache` dict it is handed (see `vae/causal.py`).
+
+Latent normalisation (the diffusers Wan convention): `latents_mean` / `latents_std` in the config, per channel
+or one scalar; the diffusion model sees `(z - mean) / std`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.modeling_outputs import AutoencoderKLOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+
+from .causal import Cache
+from .posterior import DiagonalGaussian
+
+
+@dataclass
+class AutoencoderOutput(BaseOutput):
+    sample: torch.Tensor
+    latent_dist: DiagonalGaussian
+
+
+def check_chunk_size(chunk_size) -> int:
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size counts latent frames and must be a positive integer, got {chunk_size!r}")
+    return chunk_size
+
+
+class VideoAutoencoder(ModelMixin, ConfigMixin):
+    """Base of the bundled video VAEs. Subclasses register `latent_channels`, `latents_mean` and `latents_std` in
+    their config and implement `_encode_chunk` / `_decode_chunk` (and `get_last_layer` for the adaptive GAN weight)."""
+
+    temporal_compression_ratio: int = 4
+    spatial_compression_ratio: int = 8
+
+    def __init__(self):
+        super().__init__()
+        self.default_chunk_size: Optional[int] = None
+
+    # ------------------------------------------------------------------ what a model supplies
+    def _encode_chunk(self, video: torch.Tensor, cache: Cache, first: bool) -> torch.Tensor:
+        """Pixels (B, 3, t, H, W) of whole groups (frame 0 alone first if `first`) -> posterior parameters
+        (B, 2d, t', h, w): means, then log-variances."""
+        raise NotImplementedError
+
+    def _decode_chunk(self, z: torch.Tensor, cache: Cache, first: bool, last: bool) -> torch.Tensor:
+        """Latent frames (B, d, t', h, w) -> their pixels (B, 3, t, H, W). `last` tells a model that holds frames
+        back (a temporal upsampler that looks ahead) to flush them."""
+        raise NotImplementedError
+
+    def get_last_layer(self) -> torch.Tensor:
+        """The decoder's output weight: the adaptive GAN weight balances gradients at this tensor."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its last layer")
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    # ------------------------------------------------------------------ frame and size rules
+    @classmethod
+    def check_num_frames(cls, num_frames: int) -> int:
+        """`num_frames` if this model can code it (1 + r k frames), else a ValueError naming the nearest valid."""
+        r = cls.temporal_compression_ratio
+        if num_frames >= 1 and (num_frames - 1) % r == 0:
+            return num_frames
+        below = 1 + r * (max(num_frames - 1, 0) // r)
+        valid = ", ".join(str(1 + i * r) for i in range(5))
+        raise ValueError(f"{cls.__name__} needs 1 + {r}k frames ({valid}, ...): the first frame is coded alone, the "
+                         f"rest in groups of {r}. Got {num_frames} frames; use {below} or {below + r}.")
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        s = self.spatial_compression_ratio
+        if height % s or width % s:
+            raise ValueError(f"{type(self).__name__} needs height and width divisible by {s}, got {height}x{width}")
+
+    @classmethod
+    def latent_num_frames(cls, num_frames: int) -> int:
+        return 1 + (cls.check_num_frames(num_frames) - 1) // cls.temporal_compression_ratio
+
+    @classmethod
+    def video_num_frames(cls, latent_frames: int) -> int:
+        return 1 + cls.temporal_compression_ratio * (latent_frames - 1)
+
+    # ------------------------------------------------------------------ latent normalisation
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, -1) + (1,) * (like.ndim - 2)
+        mean = torch.as_tensor(self.config.latents_mean, dtype=like.dtype, device=like.device).view(shape)
+        std = torch.as_tensor(self.config.latents_std, dtype=like.dtype, device=like.device).view(shape)
+        return mean, std
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """VAE latents -> what the diffusion model is trained on: (z - latents_mean) / latents_std."""
+        mean, std = self._latent_stats(z)
+        return (z - mean) / std
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        mean, std = self._latent_stats(z)
+        return z * std + mean
+
+    # ------------------------------------------------------------------ chunking switch (like enable_tiling)
+    def enable_chunking(self, chunk_size: int = 2) -> None:
+        """Make `encode`/`decode` without an explicit `chunk_size` run causal-cache chunked (bounded memory)."""
+        self.default_chunk_size = check_chunk_size(chunk_size)
+
+    def disable_chunking(self) -> None:
+        self.default_chunk_size = None
+
+    def _chunk(self, chunk_size: Optional[int], latent_frames: int) -> int:
+        chunk = check_chunk_size(chunk_size) if chunk_size is not None else self.default_chunk_size
+        return chunk or max(latent_frames, 1)
+
+    # ------------------------------------------------------------------ the public API
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, chunk_size: Optional[int] = None, return_dict: bool = True):
+        """Video (B, 3, 1 + r k, H, W) or images (B, 3, H, W) in [-1, 1] -> posterior over latents.
+
+        With `chunk_size` c the first chunk is 1 + r(c - 1) frames and every later one r c; the result is
+        identical to encoding the whole video at once.
+        """
+        video, is_image = self._as_video(x)
+        r = self.temporal_compression_ratio
+        latent_frames = self.latent_num_frames(video.shape[2])
+        chunk = self._chunk(chunk_size, latent_frames)
+        cache = {} if chunk < latent_frames else None  # one chunk: plain start padding, nothing to carry
+        params = []
+        for start in range(0, latent_frames, chunk):
+            stop = min(start + chunk, latent_frames)
+            first_frame = 0 if start == 0 else 1 + r * (start - 1)
+            params.append(self._encode_chunk(video[:, :, first_frame : 1 + r * (stop - 1)], cache, start == 0))
+        params = torch.cat(params, dim=2).contiguous()  # (B, 2d, T', h, w)
+        posterior = DiagonalGaussian(params.squeeze(2) if is_image else params)
+        return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
+
+    def iter_decode(self, z: torch.Tensor, chunk_size: int = 1) -> Iterator[torch.Tensor]:
+        """Yield the video of latent `z` (B, d, T', h, w) chunk by chunk: (B, 3, frames, H, W) pieces, in order.
+
+        Memory is set by `chunk_size` (latent frames per step), not by the video's length, so a long video can be
+        streamed to disk. Concatenated, the pieces equal `decode(z).sample` exactly.
+        """
+        chunk = check_chunk_size(chunk_size)
+        self._check_latents(z, video=True)
+        latent_frames = z.shape[2]
+        cache = {} if chunk < latent_frames else None
+        for start in range(0, latent_frames, chunk):
+            piece = self._decode_chunk(z[:, :, start : start + chunk], cache, start == 0,
+                                       start + chunk >= latent_frames)
+            if piece.shape[2]:
+                yield piece
+
+    @apply_forward_hook
+    def decode(self, z: torch.Tensor, chunk_size: Optional[int] = None, return_dict: bool = True):
+        """Latent (B, d, T', h, w) (or (B, d, h, w) for images) -> video (B, 3, 1 + r(T' - 1), s h, s w)."""
+        is_image = self._check_latents(z, video=False)
+        z5 = z.unsqueeze(2) if is_image else z
+        video = torch.cat(list(self.iter_decode(z5, self._chunk(chunk_size, z5.shape[2]))), dim=2)
+        video = video.squeeze(2) if is_image else video  # (B, 3, T, H, W) or (B, 3, H, W)
+        return DecoderOutput(sample=video) if return_dict else (video,)
+
+    def forward(self, sample: torch.Tensor, sample_posterior: bool = True,
+                generator: Optional[torch.Generator] = None, return_dict: bool = True):
+        """Encode, sample (or take the mean), decode. Returns the reconstruction and the posterior."""
+        posterior = self.encode(sample).latent_dist
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        recon = self.decode(z).sample
+        return AutoencoderOutput(sample=recon, latent_dist=posterior) if return_dict else (recon, posterior)
+
+    # ------------------------------------------------------------------ input checks
+    def _as_video(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """Validate input pixels; images become 1-frame videos. Returns (B, 3, T, H, W) and whether x was 4-D."""
+        if x.ndim not in (4, 5) or x.shape[1] != 3:
+            raise ValueError(f"{type(self).__name__}.encode expects a video (B, 3, T, H, W) or images (B, 3, H, W) "
+                             f"with values in [-1, 1], got shape {tuple(x.shape)}")
+        video = x.unsqueeze(2) if x.ndim == 4 else x
+        self.check_num_frames(video.shape[2])
+        self.check_frame_size(*video.shape[3:])
+        return video, x.ndim == 4
+
+    def _check_latents(self, z: torch.Tensor, video: bool) -> bool:
+        """Raise unless z is (B, d, T', h, w) (or, unless `video`, (B, d, h, w)); returns whether it is 4-D."""
+        d = self.latent_channels
+        if z.ndim not in ((5,) if video else (4, 5)) or z.shape[1] != d:
+            raise ValueError(f"{type(self).__name__}.decode expects latents (B, {d}, T', h, w) (or (B, {d}, h, w) "
+                             f"for images), got shape {tuple(z.shape)}")
+        return z.ndim == 4
+
+
+def channel_statistics(latents: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std (float64, population) of latents (N, d, ...): a model's `latents_mean/std`."""
+    flat = torch.cat([z.detach().double().transpose(0, 1).flatten(1) for z in latents], dim=1)  # (d, N * ...)
+    return flat.mean(dim=1).tolist(), flat.std(dim=1, unbiased=False).clamp_min(1e-12).tolist()

@@ -1,0 +1,88 @@
+"""Which video VAEs the project bundles, their named sizes, and building or loading any of them by name.
+
+    vae = build_autoencoder("lean-4ch")                 # a preset of any bundled model, random weights
+    vae = build_autoencoder("lean-small", latent_channels=8)
+    vae = load_autoencoder("runs/default/vae/vae")      # any saved bundled VAE, by the _class_name in config.json
+    vae = load_autoencoder("stabilityai/sd-vae-ft-ema") # a diffusers AutoencoderKL folder: a per-frame video VAE
+
+Adding a VAE: a package under `vae/` whose model subclasses `VideoAutoencoder`, its class in `BUNDLED_MODELS`
+and its presets in `VAE_PRESETS`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusers import AutoencoderKL
+
+from .autoencoder import VideoAutoencoder
+from .leanvae import LEANVAE_PRESETS, LeanVAE
+from .per_frame import PerFrameVAE
+
+BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, PerFrameVAE)}
+IMAGE_VAES = {"AutoencoderKL": AutoencoderKL}
+
+
+@dataclass(frozen=True)
+class VAEPreset:
+    """A named size of a bundled model: its class and constructor arguments."""
+
+    model: type[VideoAutoencoder]
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self, **overrides) -> VideoAutoencoder:
+        return self.model(**{**self.kwargs, **overrides})
+
+
+VAE_PRESETS: dict[str, VAEPreset] = {name: VAEPreset(LeanVAE, kwargs) for name, kwargs in LEANVAE_PRESETS.items()}
+
+
+def _closest(name: str, choices, what: str) -> ValueError:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ValueError(f"unknown {what} '{name}'.{hint} Choose from: {', '.join(choices)}")
+
+
+def get_preset(name: str) -> VAEPreset:
+    if name not in VAE_PRESETS:
+        raise _closest(name, VAE_PRESETS, "VAE preset")
+    return VAE_PRESETS[name]
+
+
+def check_arguments(preset: str, arguments: dict) -> None:
+    """Raise a ValueError naming the closest valid argument for any key the preset's model does not take."""
+    model = get_preset(preset).model
+    valid = [p for p in inspect.signature(model.__init__).parameters if p != "self"]
+    for key in arguments:
+        if key not in valid:
+            raise _closest(key, valid, f"argument of {model.__name__}")
+
+
+def build_autoencoder(preset: str, **overrides) -> VideoAutoencoder:
+    """A new (randomly initialised) model of the named preset; `overrides` replace preset arguments."""
+    check_arguments(preset, overrides)
+    return get_preset(preset).build(**overrides)
+
+
+def _config_path(path: Path) -> Path:
+    for candidate in (path / "config.json", path / "vae" / "config.json"):  # a VAE folder, or a pipeline's
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no VAE at {path}: expected a folder with config.json (written by save_pretrained)")
+
+
+def load_autoencoder(path: str | Path) -> VideoAutoencoder:
+    """Load a saved VAE folder: a bundled model by its `_class_name`, or an image `AutoencoderKL` wrapped as a
+    per-frame video VAE (temporal ratio 1, latent normalisation from its scaling and shift factors)."""
+    config_path = _config_path(Path(path))
+    name = json.loads(config_path.read_text()).get("_class_name")
+    if name in BUNDLED_MODELS:
+        return BUNDLED_MODELS[name].from_pretrained(config_path.parent)
+    if name in IMAGE_VAES:
+        return PerFrameVAE.from_image_vae(IMAGE_VAES[name].from_pretrained(config_path.parent))
+    raise ValueError(f"{config_path} describes a {name!r}; the loadable VAEs are "
+                     f"{', '.join([*BUNDLED_MODELS, *IMAGE_VAES])}")
