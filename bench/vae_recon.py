@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipelines.data import probe, read_frames  # noqa: E402
 from pipelines.data.clips import frames_to_tensor  # noqa: E402
-from pipelines.vae_eval import reconstruct, video_psnr, video_ssim  # noqa: E402
+from pipelines.evaluation.reconstruction import reconstruct, video_psnr, video_ssim  # noqa: E402
 from pipelines.common.cli import parse_cli  # noqa: E402
 from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, train  # noqa: E402
 from vae import load_autoencoder  # noqa: E402

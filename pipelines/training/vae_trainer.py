@@ -54,7 +54,7 @@ class VAETrainConfig(RunConfig):
     val_every: int = 500  # 0: validate only at the end
     val_clips: int = 4  # held out from the end of the data set
     sample_every: int = 1000  # 0: write sample videos only at the end
-    stats_clips: int = 32  # training clips whose latents give the exported latents_mean / latents_std; 0: 0 / 1
+    stats_clips: int = 256  # training clips whose latents give the exported latents_mean / latents_std; 0: 0 / 1
     # `preset` (a name in vae.VAE_PRESETS) and any constructor argument of its model, e.g. latent_channels: 8
     model: dict = field(default_factory=lambda: {"preset": "lean-small"})
     data: DataConfig = field(default_factory=DataConfig)
