@@ -1,6 +1,7 @@
 """The one training loop (pipelines/training/): its parts on a single CPU process, a toy trainer through the
 whole `Trainer`, and the replica check across two real processes."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -247,14 +248,17 @@ def test_checksums_tell_bitwise_equal_states_apart():
 
 
 REPLICA_SCRIPT = """
+import json, sys
+from pathlib import Path
 from accelerate import Accelerator
 from pipelines.training.accelerator import ReplicasDiverged, check_replicas
 accelerator = Accelerator(cpu=True)
-print("agreed", check_replicas(accelerator, "same state"))
+result = {"agreed": check_replicas(accelerator, "same state")}
 try:
     check_replicas(accelerator, f"state of rank {accelerator.process_index}")
 except ReplicasDiverged as err:
-    print("diverged:", err)
+    result["diverged"] = str(err)
+Path(sys.argv[1], f"rank{accelerator.process_index}.json").write_text(json.dumps(result))
 accelerator.end_training()  # tears the process group down before exit
 """
 
@@ -264,11 +268,13 @@ def test_replica_check_across_two_processes(tmp_path):
     script = tmp_path / "replicas.py"
     script.write_text(REPLICA_SCRIPT)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)], env=env,
+    result = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("agreed ['same state', 'same state']") == 2
-    assert result.stdout.count("diverged: data-parallel replicas differ") == 2  # every rank learns of it
+    for rank in (0, 1):  # every rank agrees on equal states and learns of diverged ones
+        seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert seen["agreed"] == ["same state", "same state"]
+        assert seen["diverged"].startswith("data-parallel replicas differ after training: checksums per rank")
 
 
 def test_deepspeed_safe_parameters_keep_values_and_outputs():
