@@ -1,6 +1,6 @@
 """Dump a few clips of a data set to look at: one mp4 per clip and a PNG grid (rows = clips, columns = frames).
 
-    python -m pipelines.data.preview --out outputs/preview [key=value ...]   # DataConfig keys, e.g. name=ucf101
+    python -m pipelines.data.preview --out outputs/preview [--config FILE] [key=value ...]   # DataConfig keys
 """
 
 from __future__ import annotations
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a few clips of a data set as mp4s and a PNG grid.")
     parser.add_argument("--out", required=True, help="folder for the mp4s and grid.png")
     parser.add_argument("--num", type=int, default=8, help="number of clips")
+    parser.add_argument("--config", type=Path, default=None, help="a YAML file of DataConfig keys")
     parser.add_argument("overrides", nargs="*", help="DataConfig key=value, e.g. name=ucf101 root=/data/UCF-101")
     args = parser.parse_args(argv)
     with exit_on_user_error("preview"):
-        dataset = build_dataset(load_config(DataConfig, None, args.overrides))
+        dataset = build_dataset(load_config(DataConfig, args.config, args.overrides))
     grid = save_preview(dataset, args.out, args.num)
     print(f"wrote {min(args.num, len(dataset))} clips and {grid}; {dataset.skip_summary()}")
 

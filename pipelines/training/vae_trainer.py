@@ -37,6 +37,7 @@ from .run_config import TRAINER_FLAGS, RunConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "vae" / "default.yaml"
 SAMPLE_FPS = 8
+DEFAULT_PRESET = "lean-small"
 
 
 @dataclass
@@ -56,7 +57,7 @@ class VAETrainConfig(RunConfig):
     sample_every: int = 1000  # 0: write sample videos only at the end
     stats_clips: int = 256  # training clips whose latents give the exported latents_mean / latents_std; 0: 0 / 1
     # `preset` (a name in vae.VAE_PRESETS) and any constructor argument of its model, e.g. latent_channels: 8
-    model: dict = field(default_factory=lambda: {"preset": "lean-small"})
+    model: dict = field(default_factory=lambda: {"preset": DEFAULT_PRESET})
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -70,7 +71,7 @@ class VAETrainConfig(RunConfig):
                 raise ConfigError(f"{key} must be in [0, 1), got {getattr(self, key)}")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model must be a section (preset: ..., and model arguments), got {self.model!r}")
-        self.model = {"preset": "lean-small", **self.model}
+        self.model = {"preset": DEFAULT_PRESET, **self.model}
         try:
             check_arguments(self.model["preset"], self.model_arguments)
             model_class = get_preset(self.model["preset"]).model
