@@ -1,4 +1,4 @@
-"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, and any diffusers image VAE per frame.
+"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, WF-VAE, and any diffusers image VAE per frame.
 
 Shared parts live here (causal cache, Haar wavelets, posterior, losses, discriminator, LPIPS); each model has
 its own subpackage. Build a preset with `build_autoencoder`, load any saved one with `load_autoencoder`.
@@ -9,6 +9,7 @@ from .leanvae import LeanVAE
 from .per_frame import PerFrameVAE
 from .posterior import DiagonalGaussian
 from .registry import BUNDLED_MODELS, VAE_PRESETS, VAEPreset, build_autoencoder, get_preset, load_autoencoder
+from .wfvae import WFVAE
 
 __all__ = [
     "BUNDLED_MODELS",
@@ -19,6 +20,7 @@ __all__ = [
     "PerFrameVAE",
     "VAEPreset",
     "VideoAutoencoder",
+    "WFVAE",
     "build_autoencoder",
     "channel_statistics",
     "get_preset",

@@ -22,8 +22,10 @@ from diffusers import AutoencoderKL
 from .autoencoder import VideoAutoencoder
 from .leanvae import LEANVAE_PRESETS, LeanVAE
 from .per_frame import PerFrameVAE
+from .wfvae import WFVAE, WFVAE_PRESETS
+from .wfvae.official import OFFICIAL_CLASS as OFFICIAL_WFVAE
 
-BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, PerFrameVAE)}
+BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, WFVAE, PerFrameVAE)}
 IMAGE_VAES = {"AutoencoderKL": AutoencoderKL}
 
 
@@ -38,7 +40,10 @@ class VAEPreset:
         return self.model(**{**self.kwargs, **overrides})
 
 
-VAE_PRESETS: dict[str, VAEPreset] = {name: VAEPreset(LeanVAE, kwargs) for name, kwargs in LEANVAE_PRESETS.items()}
+VAE_PRESETS: dict[str, VAEPreset] = {
+    **{name: VAEPreset(LeanVAE, kwargs) for name, kwargs in LEANVAE_PRESETS.items()},
+    **{name: VAEPreset(WFVAE, kwargs) for name, kwargs in WFVAE_PRESETS.items()},
+}
 
 
 def _closest(name: str, choices, what: str) -> ValueError:
@@ -69,6 +74,8 @@ def build_autoencoder(preset: str, **overrides) -> VideoAutoencoder:
 
 
 def _config_path(path: Path) -> Path:
+    if path.is_file():  # a checkpoint file beside its config (the released WF-VAE .ckpt)
+        path = path.parent
     for candidate in (path / "config.json", path / "vae" / "config.json"):  # a VAE folder, or a pipeline's
         if candidate.is_file():
             return candidate
@@ -76,13 +83,16 @@ def _config_path(path: Path) -> Path:
 
 
 def load_autoencoder(path: str | Path) -> VideoAutoencoder:
-    """Load a saved VAE folder: a bundled model by its `_class_name`, or an image `AutoencoderKL` wrapped as a
-    per-frame video VAE (temporal ratio 1, latent normalisation from its scaling and shift factors)."""
+    """Load a saved VAE folder: a bundled model by its `_class_name`, the released WF-VAE (a `WFVAEModel` folder
+    or a `.ckpt` beside its config), or an image `AutoencoderKL` wrapped as a per-frame video VAE (temporal ratio
+    1, latent normalisation from its scaling and shift factors)."""
     config_path = _config_path(Path(path))
     name = json.loads(config_path.read_text()).get("_class_name")
     if name in BUNDLED_MODELS:
         return BUNDLED_MODELS[name].from_pretrained(config_path.parent)
+    if name == OFFICIAL_WFVAE:
+        return WFVAE.from_official_checkpoint(path)
     if name in IMAGE_VAES:
         return PerFrameVAE.from_image_vae(IMAGE_VAES[name].from_pretrained(config_path.parent))
     raise ValueError(f"{config_path} describes a {name!r}; the loadable VAEs are "
-                     f"{', '.join([*BUNDLED_MODELS, *IMAGE_VAES])}")
+                     f"{', '.join([*BUNDLED_MODELS, OFFICIAL_WFVAE, *IMAGE_VAES])}")
