@@ -8,7 +8,8 @@
 # Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint.
 # Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
 # the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained or imported VAE folder,
-# e.g. a diffusers AutoencoderKL used per frame: skips stage 1), EXTRA_VAE / EXTRA_DIT (more key=value overrides
+# e.g. a diffusers AutoencoderKL used per frame: skips stage 1), VAE_CONFIG (the VAE recipe, e.g.
+# configs/vae/wfvae-default.yaml for WF-VAE; default: LeanVAE's), EXTRA_VAE / EXTRA_DIT (more key=value overrides
 # for the two trainers), SMOKE=1 (tiny models and budgets: a one-minute check that every stage runs, not a
 # useful model). The run folder's layout is pipelines/common/layout.py's.
 set -euo pipefail
@@ -24,7 +25,7 @@ eval "$(python -m pipelines.common.layout "$RUN")"  # VAE_RUN, VAE, LATENTS, MAN
 case "$DATASET" in
   synthetic)
     LAUNCH=(python)
-    VAE_CONFIG=configs/vae/default.yaml
+    VAE_CONFIG=${VAE_CONFIG:-configs/vae/default.yaml}
     DIT_CONFIG=configs/dit/default.yaml
     DATA=()
     ;;
@@ -32,7 +33,7 @@ case "$DATASET" in
     [ -n "$DATA_ROOT" ] || { echo "usage: bash train.sh $DATASET /path/to/data" >&2; exit 2; }
     [ -e "$DATA_ROOT" ] || { echo "train.sh: data folder not found: $DATA_ROOT" >&2; exit 2; }
     LAUNCH=(accelerate launch ${ACCELERATE_CONFIG:+--config_file "$ACCELERATE_CONFIG"})
-    VAE_CONFIG=configs/vae/leanvae-4ch.yaml
+    VAE_CONFIG=${VAE_CONFIG:-configs/vae/leanvae-4ch.yaml}
     DIT_CONFIG=configs/dit/latte-xl2-$DATASET.yaml
     DATA=("data.name=$DATASET" "data.root=$DATA_ROOT")
     ;;
@@ -43,7 +44,7 @@ esac
 SMOKE_ARGS=() SMOKE_VAE=() SMOKE_DIT=() SMOKE_CLS=() SMOKE_EVAL=() SMOKE_SAMPLE=()
 if [ -n "${SMOKE:-}" ]; then
   SMOKE_ARGS=(data.num_samples=24 data.num_frames=9 data.resolution=16)
-  SMOKE_VAE=(model.preset=lean-tiny max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
+  SMOKE_VAE=(model.preset=$(case "$VAE_CONFIG" in *wfvae*) echo wfvae-tiny ;; *) echo lean-tiny ;; esac) max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
   SMOKE_DIT=(model.preset=Latte-tiny max_steps=4 batch_size=4 checkpoint_every=2 sample_steps=2)
   SMOKE_CLS=(max_steps=3 batch_size=4 num_samples=24 held_out=8 num_frames=9 clip_frames=9 resolution=16)
   SMOKE_EVAL=(--num-fake 8 --steps 2 --num-frames 9)

@@ -164,6 +164,29 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     _assert_same_state(tmp_path / "straight/vae", tmp_path / "interrupted/vae")
 
 
+def test_wfvae_recipe_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    # WF-VAE's losses: frame sums, the WL loss, a 3-D discriminator with dropout and the adaptive weight, AdamW.
+    common = ["model.preset=wfvae-tiny", "loss.reduction=frame_sum", "loss.subband_weight=0.1", "loss.disc_type=3d",
+              "loss.disc_layers=2", "loss.disc_dropout=0.3", "loss.adaptive_disc_weight=true", "loss.disc_start=1",
+              "loss.lecam_weight=0", "weight_decay=1e-4", "max_steps=4", "checkpoint_every=2", "val_every=0",
+              "sample_every=0", "log_every=1"]
+    straight = run(tmp_path, "straight", *common)
+    assert {"loss/subband", "loss/gan", "loss/gan_weight", "disc/disc_total"} <= set(straight["logs"])
+    save = Checkpoints.save
+
+    def save_then_crash(self, accelerator, step):
+        save(self, accelerator, step)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "interrupted", *common)
+    monkeypatch.setattr(Checkpoints, "save", save)
+    assert run(tmp_path, "interrupted", *common, "--resume", "latest")["steps_this_run"] == 2
+    _assert_same_state(tmp_path / "straight/vae", tmp_path / "interrupted/vae")
+    assert type(load_autoencoder(tmp_path / "straight/vae")).__name__ == "WFVAE"
+
+
 def test_validation_psnr_matches_hand_computation(tmp_path):
     # The metric itself: a uniform error of 0.1 in [-1, 1] is 0.05 in [0, 1]: PSNR = 10 log10(1 / 0.05^2).
     x = torch.zeros(2, 3, 5, 16, 16)

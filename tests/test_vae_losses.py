@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from pipelines.common.config import load_config
 from pipelines.common.errors import ConfigError
-from vae.discriminator import NLayerDiscriminator
+from vae.discriminator import NLayerDiscriminator, NLayerDiscriminator3D
 from vae.lpips import LPIPS, LPIPS_LIN_URL, VGG16_FILENAME, VGG16_URL, LPIPSWeightsMissing
 from vae.losses import (
     LeCAM,
@@ -23,6 +23,7 @@ from vae.losses import (
     kl_divergence,
     lpips_frame_indices,
     pixel_l1,
+    subband_l1,
     wavelet_l1,
 )
 
@@ -302,6 +303,46 @@ def test_combined_loss_with_lpips_and_gan(lpips_files, lpips):
     after, logs = loss_fn(x, recon, posterior, step=10, discriminator=disc)
     assert logs["gan"].item() == pytest.approx(-disc(recon).mean().item(), rel=1e-5)
     assert after.item() == pytest.approx(before.item() + 0.2 * logs["gan"].item(), rel=1e-6)
+
+
+def test_frame_sum_reduction_sums_each_frame_and_averages_over_frames():
+    x, recon = _clip(0, (2, 3, 5, 8, 8)), _clip(1, (2, 3, 5, 8, 8))
+    posterior = SimpleNamespace(mean=torch.zeros(2, 4, 2, 1, 1), logvar=torch.zeros(2, 4, 2, 1, 1))
+    cfg = LossConfig(reduction="frame_sum", pixel_weight=1.0, wavelet_low_weight=0.0, wavelet_high_weight=0.0,
+                     lpips_weight=0.0, kl_weight=0.0)
+    total, _ = VAELoss(cfg)(x, recon, posterior, step=0)
+    per_frame = (x - recon).abs().sum(dim=(1, 3, 4))  # (B, T): the official sum over C, H, W of each frame
+    assert total.item() == pytest.approx(per_frame.mean().item(), rel=1e-5)
+
+
+def test_subband_loss_is_the_official_sum_over_the_batch():
+    g = torch.Generator().manual_seed(0)
+    subbands = {name: torch.randn(shape, generator=g) for name, shape in
+                [("enc_l1", (2, 12, 3, 4, 4)), ("dec_l1", (2, 12, 3, 4, 4)), ("enc_l2", (2, 24, 2, 2, 2)),
+                 ("dec_l2", (2, 24, 2, 2, 2))]}
+    expected = ((subbands["enc_l1"] - subbands["dec_l1"]).abs().sum()
+                + (subbands["enc_l2"] - subbands["dec_l2"]).abs().sum()) / 2
+    assert subband_l1(subbands).item() == pytest.approx(expected.item(), rel=1e-6)
+    x, recon = _clip(0, (2, 3, 5, 8, 8)), _clip(1, (2, 3, 5, 8, 8))
+    posterior = SimpleNamespace(mean=torch.zeros(2, 4, 2, 1, 1), logvar=torch.zeros(2, 4, 2, 1, 1))
+    loss_fn = VAELoss(LossConfig(lpips_weight=0.0, kl_weight=0.0, subband_weight=0.1))
+    total, logs = loss_fn(x, recon, posterior, step=0, subbands=subbands)
+    without, _ = VAELoss(LossConfig(lpips_weight=0.0, kl_weight=0.0))(x, recon, posterior, step=0)
+    assert total.item() == pytest.approx(without.item() + 0.1 * expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="sub-bands"):
+        loss_fn(x, recon, posterior, step=0)
+
+
+def test_3d_discriminator_has_the_official_size_and_judges_each_clip_alone():
+    torch.manual_seed(0)
+    assert sum(p.numel() for p in NLayerDiscriminator3D(base_channels=64, n_layers=4).parameters()) == 11_744_641
+    disc = NLayerDiscriminator3D(base_channels=8, n_layers=2, norm_groups=4, dropout=0.0).eval()
+    clips = _clip(0, (2, 3, 9, 32, 32))
+    logits = disc(clips)  # (2, 1, t, h, w): time and space halved twice (the last block keeps its size)
+    assert logits.shape == (2, 1, 3, 8, 8)
+    assert torch.allclose(disc(clips[:1]), logits[:1], atol=1e-6)  # per-clip norms: the batch plays no part
+    with pytest.raises(ValueError, match="loss.disc_type"):
+        LossConfig(disc_type="4d")
 
 
 def test_adaptive_gan_weight_balances_gradients_at_the_last_layer():

@@ -24,10 +24,16 @@ from .lpips import LPIPS
 Discriminator = Callable[[torch.Tensor], torch.Tensor]
 
 
+REDUCTIONS = ("mean", "frame_sum")
+DISCRIMINATORS = ("2d", "3d")
+
+
 @dataclasses.dataclass
 class LossConfig:
-    """Loss weights and GAN schedule; defaults are the official LeanVAE recipe."""
+    """Loss weights and GAN schedule; defaults are the official LeanVAE recipe (configs/vae/wfvae-*.yaml set
+    WF-VAE's: frame sums, LPIPS on every frame, the WL loss, a 3-D discriminator with the adaptive weight)."""
 
+    reduction: str = "mean"  # mean: element means (LeanVAE); frame_sum: per-frame pixel sums, averaged (WF-VAE)
     pixel_weight: float = 4.0
     wavelet_low_weight: float = 0.2  # lowest band (LL of frame 0, LLL of the rest)
     wavelet_high_weight: float = 0.4  # all other bands
@@ -36,12 +42,15 @@ class LossConfig:
     lpips_vgg_path: str | None = None  # default: torch hub cache, vgg16-397923af.pth
     lpips_lin_path: str | None = None  # default: installed lpips package, else torch hub cache
     kl_weight: float = 1e-7
+    subband_weight: float = 0.0  # WF-VAE's WL loss: L1 between encoder and decoder energy-flow sub-bands (0.1)
     disc_weight: float = 0.2  # generator-side GAN weight once the GAN is on
     adaptive_disc_weight: bool = False  # multiply it by |grad rec| / |grad GAN| at the decoder's last layer
     adaptive_weight_max: float = 1e4  # clamp of that ratio
     disc_start: int = 600_000  # first step at which the GAN terms are used and the discriminator trains
+    disc_type: str = "2d"  # 2d: per-frame PatchGAN (LeanVAE); 3d: PatchGAN over whole clips (WF-VAE)
     disc_channels: int = 64  # discriminator architecture, read by the training script
     disc_layers: int = 3
+    disc_dropout: float = 0.0  # after each normalised layer of the 3-D discriminator (WF-VAE: 0.3)
     lecam_weight: float = 0.005
     lecam_decay: float = 0.99
 
@@ -56,6 +65,11 @@ class LossConfig:
             raise ValueError(f"loss.disc_start must be >= 0, got {self.disc_start}")
         if not 0.0 <= self.lecam_decay < 1.0:
             raise ValueError(f"loss.lecam_decay must be in [0, 1), got {self.lecam_decay}")
+        if not 0.0 <= self.disc_dropout < 1.0:
+            raise ValueError(f"loss.disc_dropout must be in [0, 1), got {self.disc_dropout}")
+        for key, allowed in (("reduction", REDUCTIONS), ("disc_type", DISCRIMINATORS)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"loss.{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
 
 
 def pixel_l1(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -91,6 +105,14 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     mean, logvar = mean.float(), logvar.float()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)  # (B, C, T, H, W)
     return kl.flatten(1).sum(dim=1).mean()
+
+
+def subband_l1(subbands: dict[str, torch.Tensor]) -> torch.Tensor:
+    """WF-VAE's WL loss: |W2 - W2'| + |W3 - W3'| summed over every element, divided by the batch size, between
+    the encoder's energy-flow sub-bands and the decoder's predictions (W2' after its deeper flow was added)."""
+    batch = subbands["enc_l1"].shape[0]
+    return sum((subbands[f"enc_{level}"].float() - subbands[f"dec_{level}"].float()).abs().sum()
+               for level in ("l1", "l2")) / batch
 
 
 def lpips_frame_indices(num_frames: int, count: int) -> list[int]:
@@ -198,19 +220,36 @@ class VAELoss(nn.Module):
         return self.config.disc_weight > 0 and step >= self.config.disc_start
 
     def forward(self, x: torch.Tensor, recon: torch.Tensor, posterior: Any, step: int,
-                discriminator: Discriminator | None = None,
-                last_layer: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                discriminator: Discriminator | None = None, last_layer: torch.Tensor | None = None,
+                subbands: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total generator loss and the unweighted terms (detached) for logging.
 
         x, recon: (B, 3, T, H, W) or (B, 3, H, W) in [-1, 1]; posterior: has `.mean` and `.logvar`. Once
         `gan_active(step)` the discriminator is needed (gradients then also reach its parameters, so zero them
-        before its own update), and with `adaptive_disc_weight` the decoder's `last_layer` weight too.
+        before its own update), and with `adaptive_disc_weight` the decoder's `last_layer` weight too; the WL
+        loss needs the model's energy-flow `subbands` (WF-VAE's output).
         """
         if x.shape != recon.shape:
             raise ValueError(f"input and reconstruction shapes differ: {tuple(x.shape)} vs {tuple(recon.shape)}")
         cfg = self.config
         x, recon = _as_video(x), _as_video(recon)
         logs: dict[str, torch.Tensor] = {}
+        rec = self._reconstruction(x, recon, logs)
+        logs["kl"] = kl_divergence(posterior.mean, posterior.logvar)
+        total = rec + cfg.kl_weight * logs["kl"]
+        if cfg.subband_weight > 0:
+            if subbands is None:
+                raise ValueError("loss.subband_weight > 0 needs the model's energy-flow sub-bands (a WF-VAE)")
+            logs["subband"] = subband_l1(subbands)
+            total = total + cfg.subband_weight * logs["subband"]
+        if self.gan_active(step):
+            total = total + self._generator_gan(recon, rec, discriminator, last_layer, logs, step)
+        logs["total"] = total
+        return total, {k: v.detach() for k, v in logs.items()}
+
+    def _reconstruction(self, x: torch.Tensor, recon: torch.Tensor, logs: dict) -> torch.Tensor:
+        """The weighted pixel, wavelet and LPIPS terms: element means, or for `frame_sum` per-frame sums."""
+        cfg = self.config
         logs["pixel"] = pixel_l1(x, recon)
         wavelet, logs["wavelet_low"], logs["wavelet_high"] = wavelet_l1(
             x, recon, cfg.wavelet_low_weight, cfg.wavelet_high_weight
@@ -219,22 +258,20 @@ class VAELoss(nn.Module):
         if self.lpips is not None:
             logs["lpips"] = video_lpips(self.lpips, x, recon, cfg.lpips_frames)
             rec = rec + cfg.lpips_weight * logs["lpips"]
-        logs["kl"] = kl_divergence(posterior.mean, posterior.logvar)
-        total = rec + cfg.kl_weight * logs["kl"]
-        if self.gan_active(step):
-            if discriminator is None:
-                raise ValueError(f"step {step} >= loss.disc_start={cfg.disc_start}: the GAN loss needs the discriminator")
-            logs["gan"] = hinge_g_loss(discriminator(recon))
-            weight = torch.tensor(cfg.disc_weight, device=rec.device)
-            if cfg.adaptive_disc_weight:
-                if last_layer is None:
-                    raise ValueError("loss.adaptive_disc_weight needs the decoder's last layer (vae.get_last_layer())")
-                logs["gan_weight"] = cfg.disc_weight * adaptive_weight(rec, logs["gan"], last_layer,
-                                                                       cfg.adaptive_weight_max)
-                weight = logs["gan_weight"]
-            total = total + weight * logs["gan"]
-        logs["total"] = total
-        return total, {k: v.detach() for k, v in logs.items()}
+        return rec * x[0, :, 0].numel() if cfg.reduction == "frame_sum" else rec  # x C*H*W: sums per frame
+
+    def _generator_gan(self, recon: torch.Tensor, rec: torch.Tensor, discriminator: Discriminator | None,
+                       last_layer: torch.Tensor | None, logs: dict, step: int) -> torch.Tensor:
+        cfg = self.config
+        if discriminator is None:
+            raise ValueError(f"step {step} >= loss.disc_start={cfg.disc_start}: the GAN loss needs the discriminator")
+        logs["gan"] = hinge_g_loss(discriminator(recon))
+        if not cfg.adaptive_disc_weight:
+            return cfg.disc_weight * logs["gan"]
+        if last_layer is None:
+            raise ValueError("loss.adaptive_disc_weight needs the decoder's last layer (vae.get_last_layer())")
+        logs["gan_weight"] = cfg.disc_weight * adaptive_weight(rec, logs["gan"], last_layer, cfg.adaptive_weight_max)
+        return logs["gan_weight"] * logs["gan"]
 
     def discriminator_loss(
         self, x: torch.Tensor, recon: torch.Tensor, discriminator: Discriminator

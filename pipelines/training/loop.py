@@ -5,7 +5,8 @@ gradient accumulation, clipping and optimizer steps, logging, the replica check,
 One optimizer step reads as one block (`_train_step`): `gradient_accumulation_steps` micro-steps, each a
 forward and backward inside `accelerator.accumulate` (which skips DDP's gradient sync until the last), then
 clipping and a step of every active `Part`. In-step randomness comes from a generator keyed by (seed, rank,
-micro-step), so a resumed run equals an uninterrupted one bit for bit.
+micro-step) and the global RNG is seeded from the same keys around it, so a resumed run equals an
+uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..common.files import write_json
 from ..common.layout import TrainingRunLayout
-from ..common.seeding import keyed_generator
+from ..common.seeding import keyed_generator, keyed_global_rng, keyed_seed
 from .accelerator import check_replicas, setup_accelerator, state_checksum
 from .batches import EpochSeededDataset, endless_batches
 from .checkpoints import Checkpoints
@@ -110,9 +111,12 @@ class Trainer(ABC):
         cfg, acc = self.cfg, self.accelerator
         active = [part for part in self.parts if self.step >= part.active_from]
         for i in range(cfg.gradient_accumulation_steps):
-            generator = keyed_generator(cfg.seed, acc.process_index, self.step * cfg.gradient_accumulation_steps + i)
+            micro = self.step * cfg.gradient_accumulation_steps + i
+            generator = keyed_generator(cfg.seed, acc.process_index, micro)
             batch = next(batches)
-            with acc.accumulate(*[part.model for part in active]):
+            # Dropout and any other global-RNG draw inside the step are keyed too.
+            with acc.accumulate(*[part.model for part in active]), keyed_global_rng(
+                    keyed_seed(cfg.seed, acc.process_index, micro, 1), acc.device):
                 if self.step == 0 and i == 0:
                     logs, self.throughput.flops_per_micro_step = count_flops(lambda: self.micro_step(batch, generator))
                 else:

@@ -1,6 +1,7 @@
-"""Video VAE training (DESIGN.md §2), for any bundled VAE preset: L1 pixel + wavelet + LPIPS + KL losses, a late
-per-frame PatchGAN with its own optimizer, Adam (0.5, 0.9) with warm-up and cosine decay, EMA, validation
-PSNR/SSIM and sample videos. The exported EMA model carries its latent statistics (`latents_mean/std`).
+"""Video VAE training for any bundled VAE preset: L1 pixel + wavelet + LPIPS + KL losses (+ WF-VAE's WL loss), a
+PatchGAN (per frame or 3-D) with its own optimizer, AdamW with warm-up and a schedule, EMA, validation PSNR/SSIM
+and sample videos. Defaults are LeanVAE's recipe (DESIGN.md §2); configs/vae/wfvae-*.yaml hold WF-VAE's. The
+exported EMA model carries its latent statistics (`latents_mean/std`).
 
 `train_vae.py` is the command line; `train(config)` is the whole run and returns its summary.
 """
@@ -19,7 +20,7 @@ from accelerate.utils import DistributedType
 from torch.utils.data import Subset
 
 from vae import build_autoencoder, channel_statistics, get_preset
-from vae.discriminator import NLayerDiscriminator
+from vae.discriminator import NLayerDiscriminator, NLayerDiscriminator3D
 from vae.losses import LossConfig, VAELoss
 from vae.lpips import LPIPSWeightsMissing
 from vae.registry import check_arguments
@@ -51,6 +52,7 @@ class VAETrainConfig(RunConfig):
     min_learning_rate: float = 1e-5
     adam_beta1: float = 0.5
     adam_beta2: float = 0.9
+    weight_decay: float = 0.0  # decoupled (AdamW); WF-VAE's recipe: 1e-4
     disc_learning_rate: Optional[float] = None  # None: learning_rate; its schedule spans disc_start..max_steps
     val_every: int = 500  # 0: validate only at the end
     val_clips: int = 4  # held out from the end of the data set
@@ -63,7 +65,7 @@ class VAETrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("val_every", "val_clips", "sample_every", "stats_clips"):
+        for key in ("val_every", "val_clips", "sample_every", "stats_clips", "weight_decay"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("adam_beta1", "adam_beta2"):
@@ -125,10 +127,19 @@ def frozen(module: Optional[torch.nn.Module]):
 
 def adam_part(name: str, model: torch.nn.Module, cfg: VAETrainConfig, lr: float, steps: int,
               active_from: int = 0) -> Part:
-    """A model with the recipe's Adam (beta1 0.5) and warm-up + schedule over its own `steps`."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    """A model with the recipe's AdamW and warm-up + schedule over its own `steps` (weight decay 0 is Adam)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                            weight_decay=cfg.weight_decay)
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, steps, cfg.min_learning_rate / cfg.learning_rate)
     return Part(name, model, opt, sched, cfg.grad_clip, active_from=active_from)
+
+
+def build_discriminator(loss: LossConfig) -> torch.nn.Module:
+    groups = math.gcd(32, loss.disc_channels)
+    if loss.disc_type == "3d":
+        return NLayerDiscriminator3D(base_channels=loss.disc_channels, n_layers=loss.disc_layers, norm_groups=groups,
+                                     dropout=loss.disc_dropout)
+    return NLayerDiscriminator(base_channels=loss.disc_channels, n_layers=loss.disc_layers, norm_groups=groups)
 
 
 @torch.no_grad()
@@ -170,9 +181,7 @@ class VAETrainer(Trainer):
             deepspeed_safe_parameters(vae)
         parts = [adam_part("vae", vae, cfg, cfg.learning_rate, cfg.max_steps)]
         if cfg.gan_used:
-            disc = NLayerDiscriminator(base_channels=cfg.loss.disc_channels, n_layers=cfg.loss.disc_layers,
-                                       norm_groups=math.gcd(32, cfg.loss.disc_channels))
-            parts.append(adam_part("disc", disc, cfg, cfg.disc_learning_rate or cfg.learning_rate,
+            parts.append(adam_part("disc", build_discriminator(cfg.loss), cfg, cfg.disc_learning_rate or cfg.learning_rate,
                                    cfg.max_steps - cfg.loss.disc_start, active_from=cfg.loss.disc_start))
         return parts
 
@@ -195,7 +204,7 @@ class VAETrainer(Trainer):
         with frozen(bare_disc), acc.autocast():
             last_layer = self.model.get_last_layer() if gan_on and self.cfg.loss.adaptive_disc_weight else None
             loss, logs = self.loss_fn(x, out.sample, out.latent_dist, self.step, bare_disc if gan_on else None,
-                                      last_layer)
+                                      last_layer, getattr(out, "subbands", None))
         acc.backward(loss)
         logs = {f"loss/{k}": v for k, v in logs.items()}
         if gan_on:

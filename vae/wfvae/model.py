@@ -41,8 +41,8 @@ WFVAE_PRESETS: dict[str, dict] = {
     # Open-Sora-Plan v1.3's S: 8 channels, encoder flow 64, two residual blocks per decoder connection.
     "wfvae-s-8ch": dict(latent_dim=8, base_channels=128, encoder_energy_flow_hidden_size=64, connect_res_layer_num=2),
     # The same structure, narrow: trains on a laptop CPU in minutes; and one for unit tests.
-    "wfvae-small": dict(latent_dim=4, base_channels=32, encoder_energy_flow_hidden_size=32,
-                        decoder_energy_flow_hidden_size=32),
+    "wfvae-small": dict(latent_dim=4, base_channels=16, encoder_energy_flow_hidden_size=16,
+                        decoder_energy_flow_hidden_size=16),
     "wfvae-tiny": dict(latent_dim=4, base_channels=8, encoder_num_resblocks=1, decoder_num_resblocks=1,
                        encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8),
 }

@@ -82,7 +82,7 @@ class InverseHaarWaveletTransform3D(nn.Module):
     def __init__(self, constant: float = EXACT_CONSTANT):
         super().__init__()
         for name, weight in zip(BANDS_3D, haar_filters(3, constant)):
-            self.register_buffer(name, weight)
+            self.register_buffer(name, weight.clone())  # its own storage: safetensors refuses shared ones
 
     def forward(self, coeffs: torch.Tensor, cache: Cache = None) -> torch.Tensor:
         first = cache is None or self not in cache
@@ -101,7 +101,7 @@ class HaarWaveletTransform2D(nn.Module):
     def __init__(self):
         super().__init__()
         for name, weight in zip(BANDS_2D, _filters_2d()):
-            self.register_buffer(name, weight)
+            self.register_buffer(name, weight.clone())  # its own storage: safetensors refuses shared ones
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
@@ -117,7 +117,7 @@ class InverseHaarWaveletTransform2D(nn.Module):
     def __init__(self):
         super().__init__()
         for name, weight in zip(BANDS_2D, _filters_2d()):
-            self.register_buffer(name, weight)
+            self.register_buffer(name, weight.clone())  # its own storage: safetensors refuses shared ones
 
     def forward(self, coeffs: torch.Tensor) -> torch.Tensor:
         b, kc, t, h, w = coeffs.shape
