@@ -1,15 +1,18 @@
-"""LeanVAE speed and memory, side by side with diffusers' AutoencoderKLWan on the same clip.
+"""Video VAE speed and memory, side by side with reference implementations on the same clip.
 
-    python bench/vae_speed.py                      # 1x3x17x256x256, the table recorded in BENCHMARKS.md
+    python bench/vae_speed.py                      # lean-4ch vs AutoencoderKLWan, 1x3x17x256x256 (BENCHMARKS.md)
     python bench/vae_speed.py --size 128 --skip-wan  # a quicker look
+    python bench/vae_speed.py --model wfvae-l-16ch --frames 33 --skip-wan --official /tmp/wfvae --also lean-4ch \\
+        --stream-frames 33 65 129                  # WF-VAE vs the official code (a checkout of PKU-YuanGroup/WF-VAE)
 
-Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of
---repeats) and peak memory for LeanVAE lean-4ch in float32 and bfloat16 autocast and for AutoencoderKLWan
-(default config, random weights); achieved GFLOP/s against this machine's float32 matmul GFLOP/s measured
-in the same run; PSNR of each reconstruction of a real clip (meaningful with --vae, a trained model); and
-the peak memory of causal-cache chunked decoding at 17, 65 and 129 frames. Peak memory is measured in a
-fresh subprocess per cell (CUDA: max_memory_allocated; CPU: resident set size sampled every millisecond, with glibc told
-to unmap freed tensors).
+Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of --repeats)
+and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and bfloat16 autocast,
+for --also presets of ours, and for the references: AutoencoderKLWan (default config, random weights) and, with
+--official, the official WF-VAE class holding the same weights; achieved GFLOP/s against this machine's float32
+matmul GFLOP/s measured in the same run; PSNR of each reconstruction of a real clip (meaningful with --vae, a
+trained model); and the peak memory of causal-cache chunked decoding at --stream-frames. Peak memory is measured
+in a fresh subprocess per cell (CUDA: max_memory_allocated; CPU: resident set size sampled every millisecond,
+with glibc told to unmap freed tensors).
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.data import probe, read_frames  # noqa: E402
 from pipelines.data.clips import frames_to_tensor  # noqa: E402
 from pipelines.training.monitor import matmul_flops_per_second  # noqa: E402
-from vae import VideoAutoencoder, build_autoencoder, load_autoencoder  # noqa: E402
+from vae import build_autoencoder, load_autoencoder  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "carphone.mp4"
+OFFICIAL_KEYS = ("latent_dim", "base_channels", "encoder_num_resblocks", "encoder_energy_flow_hidden_size",
+                 "decoder_num_resblocks", "decoder_energy_flow_hidden_size", "attention_type", "use_attention",
+                 "dropout", "norm_type", "t_interpolation", "connect_res_layer_num")
 
 
 def sync(device: torch.device) -> None:
@@ -44,8 +50,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, repeats: int, device: torch.device, warmup: bool = True) -> float:
-    if warmup:  # allocator, oneDNN primitive caches
+def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
+    """(median seconds of `repeats` timed calls, multiply-accumulates counted on an untimed first call)."""
+    with FlopCounterMode(display=False) as counter:  # also the warm-up: allocator, oneDNN primitive caches
         fn()
     times = []
     for _ in range(repeats):
@@ -54,13 +61,7 @@ def timed(fn, repeats: int, device: torch.device, warmup: bool = True) -> float:
         fn()
         sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def macs(fn) -> float:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 2
+    return statistics.median(times), counter.get_total_flops() / 2
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -75,11 +76,25 @@ def clip(frames: int, size: int, device: torch.device) -> torch.Tensor:
     return frames_to_tensor(read_frames(CLIP, indices), size).unsqueeze(0).to(device)  # (1, 3, T, H, W)
 
 
-def load_vae(path: str | None, device: torch.device) -> VideoAutoencoder:
-    if path:
-        return load_autoencoder(path).to(device).eval()
+def build(kind: str, args, device: torch.device) -> torch.nn.Module:
+    """"wan", "official" (the official WF-VAE holding our --model's weights) or one of our presets."""
+    if kind == "wan":
+        from diffusers import AutoencoderKLWan
+
+        torch.manual_seed(0)
+        return AutoencoderKLWan().to(device).eval()
+    if kind == "official":
+        sys.path.insert(0, args.official)
+        from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
+
+        ours = build(args.model, args, torch.device("cpu"))
+        model = WFVAEModel(**{key: ours.config[key] for key in OFFICIAL_KEYS})
+        model.load_state_dict(ours.state_dict())
+        return model.to(device).eval()
+    if args.vae and kind == args.model:
+        return load_autoencoder(args.vae).to(device).eval()
     torch.manual_seed(0)
-    return build_autoencoder("lean-4ch").to(device).eval()
+    return build_autoencoder(kind).to(device).eval()
 
 
 class PeakMemory:
@@ -117,22 +132,17 @@ def measure_memory(args) -> None:
     """Subprocess entry: print the peak memory (MiB) of one operation as JSON."""
     device = torch.device(args.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    if args.model == "wan":
-        from diffusers import AutoencoderKLWan
-
-        model = AutoencoderKLWan().to(device).eval()
-    else:
-        model = load_vae(args.vae, device)
+    model = build(args.kind, args, device)
     x = clip(args.frames, args.size, device)
     with torch.no_grad(), autocast:
         z = model.encode(x).latent_dist.mode()
-        if args.op == "encode":
+        if args.measure == "encode":
             del z
             with PeakMemory(device) as mem:
                 model.encode(x)
-        elif args.op in ("decode", "chunked"):
+        elif args.measure in ("decode", "chunked"):
             with PeakMemory(device) as mem:
-                model.decode(z, chunk_size=args.chunk if args.op == "chunked" else None)
+                model.decode(z, chunk_size=args.chunk if args.measure == "chunked" else None)
         else:  # streamed chunked decode: pieces are consumed (e.g. written to disk) as they come
             with PeakMemory(device) as mem:
                 for piece in model.iter_decode(z, chunk_size=args.chunk):
@@ -140,11 +150,12 @@ def measure_memory(args) -> None:
     print(json.dumps({"peak_mib": mem.peak / 2**20}))
 
 
-def peak_mib(op: str, model: str, frames: int, args, bf16: bool = False) -> float:
-    cmd = [sys.executable, __file__, "--measure", op, "--model", model, "--frames", str(frames),
+def peak_mib(op: str, kind: str, frames: int, args, bf16: bool = False) -> float:
+    cmd = [sys.executable, __file__, "--measure", op, "--kind", kind, "--model", args.model, "--frames", str(frames),
            "--size", str(args.size), "--device", args.device, "--chunk", str(args.chunk)]
     cmd += ["--bf16"] if bf16 else []
     cmd += ["--vae", args.vae] if args.vae else []
+    cmd += ["--official", args.official] if args.official else []
     # A fixed mmap threshold makes glibc return every large tensor to the OS when freed, so the resident
     # set follows live memory instead of keeping the high-water mark of earlier work.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
@@ -152,21 +163,56 @@ def peak_mib(op: str, model: str, frames: int, args, bf16: bool = False) -> floa
     return json.loads(out.strip().splitlines()[-1])["peak_mib"]
 
 
+def row(name: str, kind: str, model, x, args, bf16: bool, reference: bool) -> dict:
+    """Time, count and measure one model. A reference is timed once (it can be ~100x slower) and its memory
+    is not measured."""
+    device = x.device
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    repeats = 1 if reference else args.repeats
+    with torch.no_grad(), autocast:
+        z = model.encode(x).latent_dist.mode()
+        enc_s, enc_macs = timed(lambda: model.encode(x), repeats, device)
+        dec_s, dec_macs = timed(lambda: model.decode(z), repeats, device)
+        quality = psnr(model.decode(z).sample, x)
+    return dict(name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=(enc_macs + dec_macs) / 1e9,
+                enc_s=enc_s, dec_s=dec_s, gflops=2 * (enc_macs + dec_macs) / (enc_s + dec_s) / 1e9, psnr=quality,
+                enc_mib=float("nan") if reference else peak_mib("encode", kind, args.frames, args, bf16),
+                dec_mib=float("nan") if reference else peak_mib("decode", kind, args.frames, args, bf16))
+
+
+def print_rows(rows: list[dict], peak_gflops: float) -> None:
+    print("\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
+          "peak MiB enc / dec | PSNR dB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r['params']:.2f} | {r['gmacs']:.1f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "
+              f"{r['gflops']:.1f} | {100 * r['gflops'] / peak_gflops:.0f}% | {r['enc_mib']:.0f} / {r['dec_mib']:.0f} | "
+              f"{r['psnr']:.2f} |")
+    total = lambda r: r["enc_s"] + r["dec_s"]  # noqa: E731
+    print(f"\nbf16 speed-up over fp32: {total(rows[0]) / total(rows[1]):.2f}x; "
+          f"PSNR difference: {abs(rows[0]['psnr'] - rows[1]['psnr']):.3f} dB")
+    for other in rows[2:]:
+        print(f"encode+decode time, {other['name']} / {rows[0]['name']}: {total(other) / total(rows[0]):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lean-4ch", help="the preset to measure")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=1, help="latent frames per chunk for the chunked decode rows")
-    parser.add_argument("--vae", default=None, help="a trained LeanVAE folder (save_pretrained) for the PSNR column")
+    parser.add_argument("--stream-frames", type=int, nargs="+", default=[17, 65, 129])
+    parser.add_argument("--vae", default=None, help="a trained VAE folder of --model for the PSNR column")
+    parser.add_argument("--also", nargs="*", default=[], help="more presets of ours to time side by side (fp32)")
+    parser.add_argument("--official", default=None, help="a PKU-YuanGroup/WF-VAE checkout: time the official class")
     parser.add_argument("--device", default=None, help="default: the accelerator accelerate picks")
     parser.add_argument("--skip-wan", action="store_true")
     parser.add_argument("--measure", choices=["encode", "decode", "chunked", "stream"], help=argparse.SUPPRESS)
-    parser.add_argument("--model", default="lean", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        args.op = args.measure
         return measure_memory(args)
 
     device = torch.device(args.device) if args.device else PartialState().device
@@ -175,57 +221,25 @@ def main() -> None:
     x = clip(args.frames, args.size, device)
     print(f"device {device}, {torch.get_num_threads()} threads, input {tuple(x.shape)}; "
           f"float32 matmul {peak_gflops:.1f} GFLOP/s")
-
-    rows = []
-    ours = load_vae(args.vae, device)
-    candidates = [("LeanVAE lean-4ch fp32", ours, "lean", False), ("LeanVAE lean-4ch bf16", ours, "lean", True)]
+    ours = build(args.model, args, device)
+    rows = [row(f"{args.model} fp32", args.model, ours, x, args, False, False),
+            row(f"{args.model} bf16", args.model, ours, x, args, True, False)]
+    rows += [row(f"{preset} fp32", preset, build(preset, args, device), x, args, False, False) for preset in args.also]
+    if args.official:
+        rows.append(row("official WF-VAE fp32", "official", build("official", args, device), x, args, False, True))
     if not args.skip_wan:
-        from diffusers import AutoencoderKLWan
-
-        torch.manual_seed(0)
-        candidates.append(("AutoencoderKLWan fp32", AutoencoderKLWan().to(device).eval(), "wan", False))
-    for name, model, kind, bf16 in candidates:
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        # The reference is ~100x slower: one untimed pass of each (its MACs are counted there) and one timed.
-        reference = kind == "wan"
-        repeats = 1 if reference else args.repeats
-        with torch.no_grad(), autocast:
-            enc_macs = macs(lambda: model.encode(x))
-            z = model.encode(x).latent_dist.mode()
-            dec_macs = macs(lambda: model.decode(z))
-            enc_s = timed(lambda: model.encode(x), repeats, device, warmup=not reference)
-            dec_s = timed(lambda: model.decode(z), repeats, device, warmup=not reference)
-            quality = psnr(model.decode(z).sample, x) if not reference else float("nan")
-        rows.append(dict(
-            name=name, params=sum(p.numel() for p in model.parameters()) / 1e6, gmacs=(enc_macs + dec_macs) / 1e9,
-            enc_s=enc_s, dec_s=dec_s, gflops=2 * (enc_macs + dec_macs) / (enc_s + dec_s) / 1e9, psnr=quality,
-            enc_mib=float("nan") if reference else peak_mib("encode", kind, args.frames, args, bf16),
-            dec_mib=float("nan") if reference else peak_mib("decode", kind, args.frames, args, bf16),
-        ))
-
-    print("\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
-          "peak MiB enc / dec | PSNR dB |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r['params']:.2f} | {r['gmacs']:.1f} | {r['enc_s']:.3f} | {r['dec_s']:.3f} | "
-              f"{r['gflops']:.1f} | {100 * r['gflops'] / peak_gflops:.0f}% | {r['enc_mib']:.0f} / {r['dec_mib']:.0f} | "
-              f"{r['psnr']:.2f} |")
-    fp32, bf16 = rows[0], rows[1]
-    total = lambda r: r["enc_s"] + r["dec_s"]  # noqa: E731
-    print(f"\nbf16 speed-up over fp32: {total(fp32) / total(bf16):.2f}x; "
-          f"PSNR difference: {abs(fp32['psnr'] - bf16['psnr']):.3f} dB")
-    if len(rows) > 2:
-        print(f"LeanVAE fp32 vs AutoencoderKLWan, encode+decode: {total(rows[2]) / total(fp32):.1f}x faster")
+        rows.append(row("AutoencoderKLWan fp32", "wan", build("wan", args, device), x, args, False, True))
+    print_rows(rows, peak_gflops)
 
     print(f"\n| chunked decode (chunk {args.chunk} latent frame(s)) | frames | streamed peak MiB | "
           f"assembled peak MiB (incl. output) |")
     print("|---|---|---|---|")
-    streamed = {}
-    for frames in (17, 65, 129):
-        streamed[frames] = peak_mib("stream", "lean", frames, args)
-        print(f"| LeanVAE lean-4ch fp32 | {frames} | {streamed[frames]:.0f} | "
-              f"{peak_mib('chunked', 'lean', frames, args):.0f} |")
-    print(f"\nstreamed peak, 129 vs 17 frames: {streamed[129] / streamed[17]:.2f}x")
+    streamed = {frames: peak_mib("stream", args.model, frames, args) for frames in args.stream_frames}
+    for frames in args.stream_frames:
+        print(f"| {args.model} fp32 | {frames} | {streamed[frames]:.0f} | "
+              f"{peak_mib('chunked', args.model, frames, args):.0f} |")
+    first, last = args.stream_frames[0], args.stream_frames[-1]
+    print(f"\nstreamed peak, {last} vs {first} frames: {streamed[last] / streamed[first]:.2f}x")
 
 
 if __name__ == "__main__":
