@@ -9,7 +9,8 @@
 # Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
 # the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained or imported VAE folder,
 # e.g. a diffusers AutoencoderKL used per frame: skips stage 1), VAE_CONFIG (the VAE recipe, e.g.
-# configs/vae/wfvae-default.yaml for WF-VAE; default: LeanVAE's), EXTRA_VAE / EXTRA_DIT (more key=value overrides
+# configs/vae/wfvae-default.yaml for WF-VAE, configs/vae/ivvae-default.yaml for IV-VAE, which first trains its
+# keyframe image VAE (configs/vae/ivvae-keyframes-default.yaml) to initialise from; default: LeanVAE's), EXTRA_VAE / EXTRA_DIT (more key=value overrides
 # for the two trainers), SMOKE=1 (tiny models and budgets: a one-minute check that every stage runs, not a
 # useful model). The run folder's layout is pipelines/common/layout.py's.
 set -euo pipefail
@@ -20,7 +21,7 @@ DATA_ROOT=${2:-}
 RUN=${RUN:-runs/$([ "$DATASET" = synthetic ] && echo default || echo "$DATASET")}
 mkdir -p "$RUN"
 USER_VAE=${VAE:-}
-eval "$(python -m pipelines.common.layout "$RUN")"  # VAE_RUN, VAE, LATENTS, MANIFEST, DIT_RUN, PIPELINE, ...
+eval "$(python -m pipelines.common.layout "$RUN")"  # KEYFRAME_VAE, VAE_RUN, VAE, LATENTS, MANIFEST, DIT_RUN, ...
 
 case "$DATASET" in
   synthetic)
@@ -41,10 +42,11 @@ case "$DATASET" in
     echo "train.sh: unknown data set '$DATASET' (synthetic, ucf101 or sky)" >&2; exit 2 ;;
 esac
 
-SMOKE_ARGS=() SMOKE_VAE=() SMOKE_DIT=() SMOKE_CLS=() SMOKE_EVAL=() SMOKE_SAMPLE=()
+SMOKE_ARGS=() SMOKE_VAE=() SMOKE_KEYFRAMES=() SMOKE_DIT=() SMOKE_CLS=() SMOKE_EVAL=() SMOKE_SAMPLE=()
 if [ -n "${SMOKE:-}" ]; then
   SMOKE_ARGS=(data.num_samples=24 data.num_frames=9 data.resolution=16)
-  SMOKE_VAE=(model.preset=$(case "$VAE_CONFIG" in *wfvae*) echo wfvae-tiny ;; *) echo lean-tiny ;; esac) max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
+  SMOKE_VAE=(model.preset=$(case "$VAE_CONFIG" in *wfvae*) echo wfvae-tiny ;; *ivvae*) echo ivvae-tiny ;; *) echo lean-tiny ;; esac) max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
+  SMOKE_KEYFRAMES=(model.preset=ivvae-tiny-keyframes max_steps=3 batch_size=2 val_clips=2 stats_clips=2 checkpoint_every=2)
   SMOKE_DIT=(model.preset=Latte-tiny max_steps=4 batch_size=4 checkpoint_every=2 sample_steps=2)
   SMOKE_CLS=(max_steps=3 batch_size=4 num_samples=24 held_out=8 num_frames=9 clip_frames=9 resolution=16)
   SMOKE_EVAL=(--num-fake 8 --steps 2 --num-frames 9)
@@ -70,10 +72,17 @@ stage() {  # stage NAME DONE_MARKER COMMAND...: run unless DONE_MARKER exists; r
   python -m pipelines.evaluation.report record "$RUN" "$name" $((SECONDS - start))
 }
 
+KEYFRAMES=()
+if [ -z "$USER_VAE" ] && [ "$(basename "$VAE_CONFIG")" = ivvae-default.yaml ]; then
+  stage "1/5 train keyframe image VAE (IV-VAE initialisation)" "$KEYFRAME_VAE/config.json" \
+    "${LAUNCH[@]}" train_vae.py --config configs/vae/ivvae-keyframes-default.yaml "output_dir=$KEYFRAME_RUN" \
+    resume=latest "${DATA[@]}" "${SMOKE_ARGS[@]}" data.num_frames=5 "${SMOKE_KEYFRAMES[@]}"
+  KEYFRAMES=("init_keyframes_from=$KEYFRAME_VAE")
+fi
 if [ -z "$USER_VAE" ]; then
   stage "1/5 train VAE" "$VAE/config.json" \
     "${LAUNCH[@]}" train_vae.py --config "$VAE_CONFIG" "output_dir=$VAE_RUN" resume=latest "${DATA[@]}" \
-    "${SMOKE_ARGS[@]}" "${SMOKE_VAE[@]}" ${EXTRA_VAE:-}
+    "${KEYFRAMES[@]}" "${SMOKE_ARGS[@]}" "${SMOKE_VAE[@]}" ${EXTRA_VAE:-}
 fi
 VAE_DIR=${USER_VAE:-$VAE}
 stage "2/5 cache latents" "$MANIFEST" \

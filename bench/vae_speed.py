@@ -4,9 +4,11 @@
     python bench/vae_speed.py --size 128 --skip-wan  # a quicker look
     python bench/vae_speed.py --model wfvae-l-16ch --frames 33 --skip-wan --official /tmp/wfvae --also lean-4ch \\
         --stream-frames 33 65 129                  # WF-VAE vs the official code (a checkout of PKU-YuanGroup/WF-VAE)
+    python bench/vae_speed.py --model ivvae-z16 --frames 33 --skip-wan --official /tmp/ivvae --also lean-4ch \
+        --stream-frames 33 65 129                  # IV-VAE vs the official code (a checkout of ali-vilab/iv-vae)
 
 Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of --repeats)
-and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and bfloat16 autocast,
+and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and bfloat16 autocast (channels-last weights, `to_channels_last`),
 for --also presets of ours, and for the references: AutoencoderKLWan (default config, random weights) and, with
 --official, the official WF-VAE class holding the same weights; achieved GFLOP/s against this machine's float32
 matmul GFLOP/s measured in the same run; PSNR of each reconstruction of a real clip (meaningful with --vae, a
@@ -27,6 +29,7 @@ import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import torch
@@ -76,25 +79,61 @@ def clip(frames: int, size: int, device: torch.device) -> torch.Tensor:
     return frames_to_tensor(read_frames(CLIP, indices), size).unsqueeze(0).to(device)  # (1, 3, T, H, W)
 
 
+class OfficialIVVAE(torch.nn.Module):
+    """The official IV-VAE behind the diffusers-style calls this script makes: `encode` gives the posterior mean
+    (the official one draws a sample), latents without the released scale / shift (ours: latents_mean / std)."""
+
+    def __init__(self, official):
+        super().__init__()
+        self.official = official
+        official.sample = lambda mu, log_var, deterministic=False: mu
+
+    def encode(self, x):
+        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda z=self.official.encode(x): z))
+
+    def decode(self, z):
+        return SimpleNamespace(sample=self.official.decode(z))
+
+
+def build_official(args, device: torch.device) -> torch.nn.Module:
+    """The official class of --model's family, from the --official checkout, holding our model's weights."""
+    sys.path.insert(0, args.official)
+    ours = build(args.model, args, torch.device("cpu"))
+    if type(ours).__name__ == "IVVAE":
+        from models.vae3d import VAutoencoder3d
+
+        model = VAutoencoder3d(dim=ours.config.dim, z_dim=ours.config.z_dim, dim_mult=list(ours.config.dim_mult),
+                               num_res_blocks=ours.config.num_res_blocks, attn_scales=[],
+                               temperal_downsample=[False, True, True], dropout=0.0)
+        model.load_state_dict(ours.state_dict())
+        return OfficialIVVAE(model).to(device).eval()
+    from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
+
+    model = WFVAEModel(**{key: ours.config[key] for key in OFFICIAL_KEYS})
+    model.load_state_dict(ours.state_dict())
+    return model.to(device).eval()
+
+
 def build(kind: str, args, device: torch.device) -> torch.nn.Module:
-    """"wan", "official" (the official WF-VAE holding our --model's weights) or one of our presets."""
+    """"wan", "official" (the official WF-VAE or IV-VAE holding our --model's weights) or one of our presets."""
     if kind == "wan":
         from diffusers import AutoencoderKLWan
 
         torch.manual_seed(0)
         return AutoencoderKLWan().to(device).eval()
     if kind == "official":
-        sys.path.insert(0, args.official)
-        from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
-
-        ours = build(args.model, args, torch.device("cpu"))
-        model = WFVAEModel(**{key: ours.config[key] for key in OFFICIAL_KEYS})
-        model.load_state_dict(ours.state_dict())
-        return model.to(device).eval()
+        return build_official(args, device)
     if args.vae and kind == args.model:
         return load_autoencoder(args.vae).to(device).eval()
     torch.manual_seed(0)
     return build_autoencoder(kind).to(device).eval()
+
+
+def channels_last(model, x: torch.Tensor, bf16: bool):
+    """bfloat16 rows run our models channels-last: oneDNN's bfloat16 convolutions are faster in that layout."""
+    if bf16 and hasattr(model, "to_channels_last"):
+        return model.to_channels_last(), x.contiguous(memory_format=torch.channels_last_3d)
+    return model, x
 
 
 class PeakMemory:
@@ -132,8 +171,7 @@ def measure_memory(args) -> None:
     """Subprocess entry: print the peak memory (MiB) of one operation as JSON."""
     device = torch.device(args.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    model = build(args.kind, args, device)
-    x = clip(args.frames, args.size, device)
+    model, x = channels_last(build(args.kind, args, device), clip(args.frames, args.size, device), args.bf16)
     with torch.no_grad(), autocast:
         z = model.encode(x).latent_dist.mode()
         if args.measure == "encode":
@@ -164,11 +202,12 @@ def peak_mib(op: str, kind: str, frames: int, args, bf16: bool = False) -> float
 
 
 def row(name: str, kind: str, model, x, args, bf16: bool, reference: bool) -> dict:
-    """Time, count and measure one model. A reference is timed once (it can be ~100x slower) and its memory
-    is not measured."""
+    """Time, count and measure one model. The memory of a reference is not measured; Wan is timed once (it is
+    ~100x slower)."""
     device = x.device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    repeats = 1 if reference else args.repeats
+    repeats = 1 if kind == "wan" else args.repeats
+    model, x = channels_last(model, x, bf16)
     with torch.no_grad(), autocast:
         z = model.encode(x).latent_dist.mode()
         enc_s, enc_macs = timed(lambda: model.encode(x), repeats, device)
@@ -205,7 +244,8 @@ def main() -> None:
     parser.add_argument("--stream-frames", type=int, nargs="+", default=[17, 65, 129])
     parser.add_argument("--vae", default=None, help="a trained VAE folder of --model for the PSNR column")
     parser.add_argument("--also", nargs="*", default=[], help="more presets of ours to time side by side (fp32)")
-    parser.add_argument("--official", default=None, help="a PKU-YuanGroup/WF-VAE checkout: time the official class")
+    parser.add_argument("--official", default=None, help="a checkout of PKU-YuanGroup/WF-VAE (for wfvae-*) or "
+                        "ali-vilab/iv-vae (for ivvae-*): time the official class with the same weights")
     parser.add_argument("--device", default=None, help="default: the accelerator accelerate picks")
     parser.add_argument("--skip-wan", action="store_true")
     parser.add_argument("--measure", choices=["encode", "decode", "chunked", "stream"], help=argparse.SUPPRESS)
@@ -226,7 +266,9 @@ def main() -> None:
             row(f"{args.model} bf16", args.model, ours, x, args, True, False)]
     rows += [row(f"{preset} fp32", preset, build(preset, args, device), x, args, False, False) for preset in args.also]
     if args.official:
-        rows.append(row("official WF-VAE fp32", "official", build("official", args, device), x, args, False, True))
+        official = build("official", args, device)
+        family = "IV-VAE" if isinstance(official, OfficialIVVAE) else "WF-VAE"
+        rows.append(row(f"official {family} fp32", "official", official, x, args, False, True))
     if not args.skip_wan:
         rows.append(row("AutoencoderKLWan fp32", "wan", build("wan", args, device), x, args, False, True))
     print_rows(rows, peak_gflops)

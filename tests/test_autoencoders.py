@@ -2,6 +2,8 @@
 compression ratios, frame-rule and shape errors, causal-cache chunked == full (float32 and float64), streaming,
 no state between calls, latent normalisation; plus the per-frame image VAE and the causal convolution."""
 
+import json
+
 import pytest
 import torch
 from diffusers import AutoencoderKL
@@ -21,11 +23,14 @@ def make(name: str, seed: int = 0):
     if name == "per-frame":
         return PerFrameVAE.from_image_vae(tiny_image_vae(seed)).eval()
     torch.manual_seed(seed)
-    return build_autoencoder(name).eval()
+    model = build_autoencoder(name).eval()
+    model.disable_chunking()  # IV-VAE codes chunk by chunk by default: the tests' reference is whole-video
+    return model
 
 
-MODELS = ["lean-tiny", "wfvae-tiny", "per-frame"]  # every model the project has
-RATIOS = {"lean-tiny": (4, 8), "wfvae-tiny": (4, 8), "per-frame": (1, 2)}
+MODELS = ["lean-tiny", "wfvae-tiny", "ivvae-tiny", "ivvae-tiny-keyframes", "per-frame"]  # every model the project has
+SHAPES = {"lean-tiny": (4, 8, 4), "wfvae-tiny": (4, 8, 4), "ivvae-tiny": (4, 8, 4), "ivvae-tiny-keyframes": (1, 8, 2),
+          "per-frame": (1, 2, 4)}  # temporal and spatial ratio, latent channels
 
 
 def video(frames: int, size: int = 16, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -40,15 +45,15 @@ def frames_for(model, latent_frames: int) -> int:
 @pytest.mark.parametrize("name", MODELS)
 def test_compression_ratios_and_shapes(name):
     model = make(name)
-    r, s = RATIOS[name]
-    assert (model.temporal_compression_ratio, model.spatial_compression_ratio, model.latent_channels) == (r, s, 4)
+    r, s, d = SHAPES[name]
+    assert (model.temporal_compression_ratio, model.spatial_compression_ratio, model.latent_channels) == (r, s, d)
     x = video(frames_for(model, 3))
     with torch.no_grad():
         posterior = model.encode(x).latent_dist
-        assert posterior.mean.shape == (1, 4, 3, 16 // s, 16 // s)
+        assert posterior.mean.shape == (1, d, 3, 16 // s, 16 // s)
         assert model.decode(posterior.mode()).sample.shape == x.shape
         z = model.encode(x[:, :, 0]).latent_dist.mean  # an image: a 4-D tensor
-    assert z.shape == (1, 4, 16 // s, 16 // s)
+    assert z.shape == (1, d, 16 // s, 16 // s)
     assert torch.allclose(z, posterior.mean[:, :, 0], atol=1e-6)  # the first latent frame is the image's latent
 
 
@@ -57,7 +62,8 @@ def test_save_and_load_autoencoder_round_trip(name, tmp_path):
     model = make(name, seed=3)
     model.save_pretrained(tmp_path / "vae")
     loaded = load_autoencoder(tmp_path / "vae").eval()
-    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}
+    loaded.disable_chunking()  # as `make` did
+    public = lambda config: json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
     assert type(loaded) is type(model) and public(loaded.config) == public(model.config)
     x = video(frames_for(model, 2))
     with torch.no_grad():
@@ -132,12 +138,13 @@ def test_bad_inputs_are_explained(name):
         model.encode(torch.zeros(1, 3, 1, 16 + s // 2, 16))
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         model.encode(torch.zeros(1, 4, 1, 16, 16))
-    with pytest.raises(ValueError, match=r"\(B, 4, T', h, w\)"):
+    d = model.latent_channels
+    with pytest.raises(ValueError, match=rf"\(B, {d}, T', h, w\)"):
         model.decode(torch.zeros(1, 16, 2, 2, 2))
     with pytest.raises(ValueError, match="positive integer"):
         model.encode(video(1), chunk_size=0)
     with pytest.raises(ValueError, match="positive integer"):
-        model.decode(torch.zeros(1, 4, 2, 2, 2), chunk_size=1.5)
+        model.decode(torch.zeros(1, d, 2, 2, 2), chunk_size=1.5)
 
 
 def test_lean_frame_counts_are_checked_on_encode():
@@ -184,7 +191,7 @@ def test_build_and_load_errors_name_what_is_valid(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_autoencoder(tmp_path)
     (tmp_path / "config.json").write_text('{"_class_name": "UNet2DModel"}')
-    with pytest.raises(ValueError, match="LeanVAE, WFVAE, PerFrameVAE, WFVAEModel, AutoencoderKL"):
+    with pytest.raises(ValueError, match="LeanVAE, WFVAE, IVVAE, IVImageVAE, PerFrameVAE, WFVAEModel, AutoencoderKL"):
         load_autoencoder(tmp_path)
 
 

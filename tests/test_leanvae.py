@@ -98,25 +98,7 @@ def test_gradients_reach_every_parameter():
     assert not missing, missing
 
 
-def test_tiny_vae_overfits_a_real_clip(test_data_dir):
-    from pipelines.data import read_frames
-    from pipelines.data.clips import frames_to_tensor
-
-    x = frames_to_tensor(read_frames(test_data_dir / "carphone.mp4", range(0, 18, 2)[:9]), 32).unsqueeze(0)
+def test_tiny_vae_overfits_a_real_clip(overfit_real_clip):
     torch.manual_seed(0)
-    model = build_autoencoder("lean-tiny")
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def psnr() -> float:
-        with torch.no_grad():
-            recon = model(x, sample_posterior=False).sample.clamp(-1, 1)
-        return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
-
-    start = psnr()
-    for _ in range(100):
-        out = model(x, sample_posterior=False)
-        loss = (out.sample - x).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert psnr() > start + 8, (start, psnr())  # ~10 dB -> ~20 dB
+    start, end = overfit_real_clip(build_autoencoder("lean-tiny"))
+    assert end > start + 8, (start, end)  # ~10 dB -> ~20 dB

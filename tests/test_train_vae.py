@@ -18,7 +18,6 @@ import train_vae
 from accelerate.state import AcceleratorState, GradientState
 from pipelines.common.cli import parse_cli
 from pipelines.common.errors import ConfigError
-from pipelines.common.layout import TrainingRunLayout
 from pipelines.data import build_dataset
 from pipelines.evaluation.reconstruction import video_psnr, video_ssim
 from pipelines.training.checkpoints import Checkpoints
@@ -139,13 +138,8 @@ def _assert_same_state(a: Path, b: Path) -> None:
                 assert left[key] == right[key], f"{name}:{key}"
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    # GAN on from step 2, EMA, accumulation 2, epochs of 5 batches: the resume point (micro-step 6) lies in
-    # the second epoch, after the GAN came on.
-    common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "loss.disc_start=2",
-              "ema_decay=0.9", "val_every=0", "sample_every=0", "log_every=2"]
-    run(tmp_path, "straight", *common)
-
+def crash_then_resume(tmp_path: Path, monkeypatch, name: str, *overrides: str) -> dict:
+    """Run until the first checkpoint is written, kill the run there, resume it: the resumed run's summary."""
     save = Checkpoints.save
 
     def save_then_crash(self, accelerator, step):
@@ -154,10 +148,18 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Checkpoints, "save", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "interrupted", *common)
+        run(tmp_path, name, *overrides)
     monkeypatch.setattr(Checkpoints, "save", save)
-    assert [s for s, _ in Checkpoints(TrainingRunLayout(tmp_path / "interrupted"), 3).all()] == [3]
-    resumed = run(tmp_path, "interrupted", *common, "--resume", "latest")
+    return run(tmp_path, name, *overrides, "--resume", "latest")
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
+    # GAN on from step 2, EMA, accumulation 2, epochs of 5 batches: the resume point (micro-step 6) lies in
+    # the second epoch, after the GAN came on.
+    common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "loss.disc_start=2",
+              "ema_decay=0.9", "val_every=0", "sample_every=0", "log_every=2"]
+    run(tmp_path, "straight", *common)
+    resumed = crash_then_resume(tmp_path, monkeypatch, "interrupted", *common)
     assert resumed["steps_this_run"] == 3
 
     _assert_same_state(tmp_path / "straight/checkpoints/step_00000006", tmp_path / "interrupted/checkpoints/step_00000006")
@@ -172,17 +174,7 @@ def test_wfvae_recipe_trains_and_resumes_exactly(tmp_path, monkeypatch):
               "sample_every=0", "log_every=1"]
     straight = run(tmp_path, "straight", *common)
     assert {"loss/subband", "loss/gan", "loss/gan_weight", "disc/disc_total"} <= set(straight["logs"])
-    save = Checkpoints.save
-
-    def save_then_crash(self, accelerator, step):
-        save(self, accelerator, step)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, "interrupted", *common)
-    monkeypatch.setattr(Checkpoints, "save", save)
-    assert run(tmp_path, "interrupted", *common, "--resume", "latest")["steps_this_run"] == 2
+    assert crash_then_resume(tmp_path, monkeypatch, "interrupted", *common)["steps_this_run"] == 2
     _assert_same_state(tmp_path / "straight/vae", tmp_path / "interrupted/vae")
     assert type(load_autoencoder(tmp_path / "straight/vae")).__name__ == "WFVAE"
 
@@ -260,3 +252,32 @@ def test_one_deepspeed_zero2_step(tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert "DEEPSPEED" in summary["distributed_type"] and summary["step"] == 2
     assert load_autoencoder(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"].kwargs["lc_dim"]
+
+
+def test_ivvae_two_stage_recipe_initialises_keyframes_and_resumes_exactly(tmp_path, monkeypatch):
+    # Stage 1: the keyframe image VAE; stage 2: IV-VAE from it (GAN on, so every loss and both parts resume).
+    run(tmp_path, "keyframes", "model.preset=ivvae-tiny-keyframes", "max_steps=2", "val_every=0", "sample_every=0")
+    image_vae = load_autoencoder(tmp_path / "keyframes/vae")
+    assert type(image_vae).__name__ == "IVImageVAE"
+    common = ["model.preset=ivvae-tiny", f"init_keyframes_from={tmp_path / 'keyframes/vae'}", "loss.disc_start=1",
+              "max_steps=4", "checkpoint_every=2", "val_every=0", "sample_every=0", "log_every=1"]
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    cfg = parse_cli(VAETrainConfig, [*TINY, *common, f"output_dir={tmp_path / 'x'}"])
+    from pipelines.training.vae_trainer import init_keyframes
+    from vae import build_autoencoder
+
+    torch.manual_seed(0)
+    vae = build_autoencoder("ivvae-tiny")
+    init_keyframes(vae, cfg.init_keyframes_from)
+    assert torch.equal(vae.state_dict()["decoder.head.2.conv_2d.weight"][:, :4],
+                       image_vae.state_dict()["decoder.head.2.conv_2d.weight"])
+    straight = run(tmp_path, "straight", *common)
+    assert {"loss/pixel", "disc/disc_total"} <= set(straight["logs"])
+    assert crash_then_resume(tmp_path, monkeypatch, "interrupted", *common)["steps_this_run"] == 2
+    _assert_same_state(tmp_path / "straight/vae", tmp_path / "interrupted/vae")
+    with pytest.raises(SystemExit) as exit_info:  # a LeanVAE cannot take keyframes; a missing folder is named
+        train_vae.main([*TINY, f"output_dir={tmp_path / 'bad'}", f"init_keyframes_from={tmp_path / 'keyframes/vae'}"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        run(tmp_path, "bad2", "model.preset=ivvae-tiny", f"init_keyframes_from={tmp_path / 'nowhere'}")

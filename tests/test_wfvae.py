@@ -125,26 +125,9 @@ def test_gradients_reach_every_trainable_parameter():
     assert len(frozen) == 16 and all("wavelet_transform" in n for n in frozen)  # the 2 x 8 Haar filters
 
 
-def test_tiny_wfvae_overfits_a_real_clip(test_data_dir):
-    from pipelines.data import read_frames
-    from pipelines.data.clips import frames_to_tensor
-
-    x = frames_to_tensor(read_frames(test_data_dir / "carphone.mp4", range(0, 18, 2)[:9]), 32).unsqueeze(0)
-    model = tiny(torch.float32).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-
-    def psnr() -> float:
-        with torch.no_grad():
-            recon = model(x, sample_posterior=False).sample.clamp(-1, 1)
-        return float(-10 * torch.log10(((recon - x) / 2).pow(2).mean()))
-
-    start = psnr()
-    for _ in range(100):
-        loss = (model(x, sample_posterior=False).sample - x).abs().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert psnr() > start + 8, (start, psnr())
+def test_tiny_wfvae_overfits_a_real_clip(overfit_real_clip):
+    start, end = overfit_real_clip(tiny(torch.float32))
+    assert end > start + 8, (start, end)
 
 
 # ---------------------------------------------------------------------------------------------- released weights

@@ -1,10 +1,12 @@
-"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, WF-VAE, and any diffusers image VAE per frame.
+"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, WF-VAE, IV-VAE, and any diffusers image VAE per
+frame.
 
 Shared parts live here (causal cache, Haar wavelets, posterior, losses, discriminator, LPIPS); each model has
 its own subpackage. Build a preset with `build_autoencoder`, load any saved one with `load_autoencoder`.
 """
 
 from .autoencoder import AutoencoderOutput, VideoAutoencoder, channel_statistics
+from .ivvae import IVVAE, IVImageVAE
 from .leanvae import LeanVAE
 from .per_frame import PerFrameVAE
 from .posterior import DiagonalGaussian
@@ -16,6 +18,8 @@ __all__ = [
     "VAE_PRESETS",
     "AutoencoderOutput",
     "DiagonalGaussian",
+    "IVImageVAE",
+    "IVVAE",
     "LeanVAE",
     "PerFrameVAE",
     "VAEPreset",

@@ -73,6 +73,16 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
     def latent_channels(self) -> int:
         return self.config.latent_channels
 
+    def to_channels_last(self) -> "VideoAutoencoder":
+        """Store every convolution weight channels-last, in place. oneDNN (and cuDNN) pick faster bfloat16
+        convolution kernels for that layout; WF-VAE's bfloat16 encode + decode runs ~1.2x faster on this
+        project's CPU (BENCHMARKS.md). Outputs are unchanged up to float rounding."""
+        formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+        for param in self.parameters():
+            if param.dim() in formats:
+                param.data = param.data.contiguous(memory_format=formats[param.dim()])
+        return self
+
     # ------------------------------------------------------------------ frame and size rules
     @classmethod
     def check_num_frames(cls, num_frames: int) -> int:

@@ -20,12 +20,14 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 
 from .autoencoder import VideoAutoencoder
+from .ivvae import IVVAE, IVVAE_IMAGE_PRESETS, IVVAE_PRESETS, IVImageVAE
 from .leanvae import LEANVAE_PRESETS, LeanVAE
 from .per_frame import PerFrameVAE
 from .wfvae import WFVAE, WFVAE_PRESETS
 from .wfvae.official import OFFICIAL_CLASS as OFFICIAL_WFVAE
 
-BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, WFVAE, PerFrameVAE)}
+BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, WFVAE, IVVAE, IVImageVAE,
+                                                                                   PerFrameVAE)}
 IMAGE_VAES = {"AutoencoderKL": AutoencoderKL}
 
 
@@ -43,6 +45,8 @@ class VAEPreset:
 VAE_PRESETS: dict[str, VAEPreset] = {
     **{name: VAEPreset(LeanVAE, kwargs) for name, kwargs in LEANVAE_PRESETS.items()},
     **{name: VAEPreset(WFVAE, kwargs) for name, kwargs in WFVAE_PRESETS.items()},
+    **{name: VAEPreset(IVVAE, kwargs) for name, kwargs in IVVAE_PRESETS.items()},
+    **{name: VAEPreset(IVImageVAE, kwargs) for name, kwargs in IVVAE_IMAGE_PRESETS.items()},
 }
 
 
@@ -84,8 +88,10 @@ def _config_path(path: Path) -> Path:
 
 def load_autoencoder(path: str | Path) -> VideoAutoencoder:
     """Load a saved VAE folder: a bundled model by its `_class_name`, the released WF-VAE (a `WFVAEModel` folder
-    or a `.ckpt` beside its config), or an image `AutoencoderKL` wrapped as a per-frame video VAE (temporal ratio
-    1, latent normalisation from its scaling and shift factors)."""
+    or a `.ckpt` beside its config), a released IV-VAE `.pth`, or an image `AutoencoderKL` wrapped as a per-frame
+    video VAE (temporal ratio 1, latent normalisation from its scaling and shift factors)."""
+    if Path(path).suffix == ".pth":
+        return IVVAE.from_official_checkpoint(path)
     config_path = _config_path(Path(path))
     name = json.loads(config_path.read_text()).get("_class_name")
     if name in BUNDLED_MODELS:

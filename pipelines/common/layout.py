@@ -6,6 +6,7 @@ A training run (`train_vae.py`, `train_dit.py`, the classifier) owns one folder:
 
 `train.sh` puts its stages in one run folder:
 
+    <run>/keyframes/ (IV-VAE only: the keyframe image VAE, keyframes/vae)
     <run>/vae/ (a training run; the VAE in vae/vae)   latents/ (cache + manifest.json)
     <run>/dit/ (a training run; dit/dit, dit/pipeline) classifier/ (a training run; classifier/classifier)
     <run>/eval/metrics.json  eval/samples/           samples/<class>/ (sample.py)   stage_times.json
@@ -62,9 +63,11 @@ class RunLayout:
     def __init__(self, root: str | Path):
         self.root = Path(root)
 
+    keyframe_run = property(lambda self: TrainingRunLayout(self.root / "keyframes"))
     vae_run = property(lambda self: TrainingRunLayout(self.root / "vae"))
     dit_run = property(lambda self: TrainingRunLayout(self.root / "dit"))
     classifier_run = property(lambda self: TrainingRunLayout(self.root / "classifier"))
+    keyframe_vae = property(lambda self: self.keyframe_run.export("vae"))
     vae = property(lambda self: self.vae_run.export("vae"))
     dit = property(lambda self: self.dit_run.export("dit"))
     pipeline = property(lambda self: self.dit_run.export("pipeline"))
@@ -78,7 +81,8 @@ class RunLayout:
     stage_times = property(lambda self: self.root / "stage_times.json")
 
     def shell_variables(self) -> dict[str, Path]:
-        return {"VAE_RUN": self.vae_run.root, "VAE": self.vae, "LATENTS": self.latents, "MANIFEST": self.manifest,
+        return {"KEYFRAME_RUN": self.keyframe_run.root, "KEYFRAME_VAE": self.keyframe_vae,
+                "VAE_RUN": self.vae_run.root, "VAE": self.vae, "LATENTS": self.latents, "MANIFEST": self.manifest,
                 "DIT_RUN": self.dit_run.root, "PIPELINE": self.pipeline, "CLASSIFIER_RUN": self.classifier_run.root,
                 "CLASSIFIER": self.classifier, "METRICS": self.metrics, "STAGE_TIMES": self.stage_times}
 

@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import DistributedType
 from torch.utils.data import Subset
 
-from vae import build_autoencoder, channel_statistics, get_preset
+from vae import build_autoencoder, channel_statistics, get_preset, load_autoencoder
 from vae.discriminator import NLayerDiscriminator, NLayerDiscriminator3D
 from vae.losses import LossConfig, VAELoss
 from vae.lpips import LPIPSWeightsMissing
@@ -58,6 +58,8 @@ class VAETrainConfig(RunConfig):
     val_clips: int = 4  # held out from the end of the data set
     sample_every: int = 1000  # 0: write sample videos only at the end
     stats_clips: int = 256  # training clips whose latents give the exported latents_mean / latents_std; 0: 0 / 1
+    # IV-VAE: a trained keyframe image VAE folder (its `-keyframes` preset) that initialises the keyframe half
+    init_keyframes_from: Optional[str] = None
     # `preset` (a name in vae.VAE_PRESETS) and any constructor argument of its model, e.g. latent_channels: 8
     model: dict = field(default_factory=lambda: {"preset": DEFAULT_PRESET})
     data: DataConfig = field(default_factory=DataConfig)
@@ -153,6 +155,21 @@ def latent_statistics(model, clips, count: int, batch_size: int) -> tuple[list[f
     return channel_statistics(means)
 
 
+def init_keyframes(vae, path: str) -> None:
+    """The IV-VAE keyframe initialisation from the image VAE at `path` (a resumed run then loads its checkpoint
+    over it)."""
+    if not hasattr(vae, "init_keyframes_from"):
+        raise ConfigError(f"init_keyframes_from is IV-VAE's keyframe initialisation; {type(vae).__name__} has none")
+    if not (Path(path) / "config.json").is_file():
+        raise MissingFileError(f"init_keyframes_from: no trained keyframe image VAE at {path} (train one with a "
+                               f"'-keyframes' preset first, e.g. configs/vae/ivvae-keyframes-default.yaml)")
+    image_vae = load_autoencoder(path)
+    try:
+        vae.init_keyframes_from(image_vae)
+    except ValueError as err:
+        raise ConfigError(f"init_keyframes_from={path}: {err}") from None
+
+
 class VAETrainer(Trainer):
     name = "train_vae"
     postfix_keys = ("loss/total", "loss/pixel", "disc/disc_total")
@@ -177,6 +194,8 @@ class VAETrainer(Trainer):
         except LPIPSWeightsMissing as err:
             raise MissingFileError(str(err)) from None
         vae = build_autoencoder(cfg.model["preset"], **cfg.model_arguments)
+        if cfg.init_keyframes_from:
+            init_keyframes(vae, cfg.init_keyframes_from)
         if acc.distributed_type == DistributedType.DEEPSPEED:
             deepspeed_safe_parameters(vae)
         parts = [adam_part("vae", vae, cfg, cfg.learning_rate, cfg.max_steps)]
