@@ -75,7 +75,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
 
     def to_channels_last(self) -> "VideoAutoencoder":
         """Store every convolution weight channels-last, in place. oneDNN (and cuDNN) pick faster bfloat16
-        convolution kernels for that layout; WF-VAE's bfloat16 encode + decode runs ~1.2x faster on this
+        convolution kernels for that layout; WF-VAE's bfloat16 encode + decode runs 1.1x faster on this
         project's CPU (BENCHMARKS.md). Outputs are unchanged up to float rounding."""
         formats = {4: torch.channels_last, 5: torch.channels_last_3d}
         for param in self.parameters():
