@@ -180,3 +180,13 @@ def test_released_sizes_get_their_published_scale_and_shift_and_bad_files_are_ex
         IVVAE.from_official_checkpoint(tmp_path / "cut.pth")
     with pytest.raises(FileNotFoundError, match="modelscope"):
         IVVAE.from_official_checkpoint(tmp_path / "absent.pth")
+
+
+def test_a_released_checkpoint_file_identifies_a_latent_cache(tmp_path):
+    import hashlib
+
+    from pipelines.training.latent_cache import weights_sha256
+
+    _, state, _ = golden("z8")
+    torch.save(state, tmp_path / "ivvae.pth")  # `vae=ivvae.pth`: the file itself is the cache's VAE identity
+    assert weights_sha256(tmp_path / "ivvae.pth") == hashlib.sha256((tmp_path / "ivvae.pth").read_bytes()).hexdigest()

@@ -56,11 +56,14 @@ class LatentCacheConfig:
 
 
 def weights_sha256(vae_dir: str | Path) -> str:
-    """Hash of the VAE's weight files: the identity a cache is checked against."""
+    """Hash of the VAE's weight files (or of the one released checkpoint file, e.g. an IV-VAE .pth or a WF-VAE
+    .ckpt): the identity a cache is checked against."""
     digest = hashlib.sha256()
-    files = sorted(Path(vae_dir).glob("*.safetensors")) or sorted(Path(vae_dir).glob("*.bin"))
+    path = Path(vae_dir)
+    files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
-        raise MissingFileError(f"no VAE weights (*.safetensors) in {vae_dir}: expected a save_pretrained folder")
+        raise MissingFileError(f"no VAE weights (*.safetensors) in {vae_dir}: expected a save_pretrained folder "
+                               f"or a released checkpoint file")
     for file in files:
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
