@@ -29,6 +29,7 @@ FLAGS = {
     "seed": "random seed (default 0)",
     "device": "default: the accelerator accelerate picks",
     "precision": "fp32 (default), bf16 or fp16 for the DiT",
+    "vae_precision": "fp32 (default), bf16 or fp16 for the VAE",
     "num_frames": "frames scored per video: the protocol's 16 (fewer only for smoke tests)",
     "detector_cache": "folder of i3d_torchscript.pt / c3d_ucf101.pt",
 }

@@ -24,6 +24,7 @@ FLAGS = {
     "output_dir": "where the videos go (default: <run>/samples/class_<k>)",
     "decode_chunk_size": "latent frames decoded at a time (default 1)",
     "precision": "fp32 (default), bf16 or fp16 for the DiT",
+    "vae_precision": "fp32 (default), bf16 or fp16 for the VAE",
     "device": "default: the accelerator accelerate picks",
     "fps": "frames per second of the mp4 files (default 8)",
 }

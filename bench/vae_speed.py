@@ -8,8 +8,8 @@
         --stream-frames 33 65 129                  # IV-VAE vs the official code (a checkout of ali-vilab/iv-vae)
 
 Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of --repeats)
-and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and bfloat16 autocast (channels-last weights, `to_channels_last`),
-for --also presets of ours, and for the references: AutoencoderKLWan (default config, random weights) and, with
+and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and in bfloat16 (weights
+cast by `to_inference_dtype`, as diffusers' `torch_dtype` does, channels-last where the model gains), for --also presets of ours, and for the references: AutoencoderKLWan (default config, random weights) and, with
 --official, the official WF-VAE class holding the same weights; achieved GFLOP/s against this machine's float32
 matmul GFLOP/s measured in the same run; PSNR of each reconstruction of a real clip (meaningful with --vae, a
 trained model); and the peak memory of causal-cache chunked decoding at --stream-frames. Peak memory is measured
@@ -129,11 +129,12 @@ def build(kind: str, args, device: torch.device) -> torch.nn.Module:
     return build_autoencoder(kind).to(device).eval()
 
 
-def channels_last(model, x: torch.Tensor, bf16: bool):
-    """bfloat16 rows run our models channels-last: oneDNN's bfloat16 convolutions are faster in that layout."""
-    if bf16 and hasattr(model, "to_channels_last"):
-        return model.to_channels_last(), x.contiguous(memory_format=torch.channels_last_3d)
-    return model, x
+def in_precision(model, x: torch.Tensor, bf16: bool):
+    """The model and input for a row: bfloat16 rows cast our models' weights (`to_inference_dtype`), and run
+    references under autocast (the official classes have no such method)."""
+    if bf16 and hasattr(model, "to_inference_dtype"):
+        return model.to_inference_dtype(torch.bfloat16), x.bfloat16(), nullcontext()
+    return model, x, torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 class PeakMemory:
@@ -170,12 +171,10 @@ class PeakMemory:
 def measure_memory(args) -> None:
     """Subprocess entry: print the peak memory (MiB) of one operation as JSON."""
     device = torch.device(args.device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else nullcontext()
-    model, x = channels_last(build(args.kind, args, device), clip(args.frames, args.size, device), args.bf16)
+    model, x, autocast = in_precision(build(args.kind, args, device), clip(args.frames, args.size, device), args.bf16)
     s = model.spatial_compression_ratio  # decoding memory does not depend on the latents' values: random ones
     z = torch.randn(1, model.latent_channels, model.latent_num_frames(args.frames), args.size // s, args.size // s,
-                    device=device)
-    z = z if x.is_contiguous() else z.contiguous(memory_format=torch.channels_last_3d)  # as x: channels-last in bf16
+                    device=device, dtype=x.dtype)
     with torch.no_grad(), autocast:
         if args.measure == "encode":
             del z
@@ -208,9 +207,8 @@ def row(name: str, kind: str, model, x, args, bf16: bool, reference: bool) -> di
     """Time, count and measure one model. The memory of a reference is not measured; Wan is timed once (it is
     ~100x slower)."""
     device = x.device
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     repeats = 1 if kind == "wan" else args.repeats
-    model, x = channels_last(model, x, bf16)
+    model, x, autocast = in_precision(model, x, bf16)
     with torch.no_grad(), autocast:
         z = model.encode(x).latent_dist.mode()
         enc_s, enc_macs = timed(lambda: model.encode(x), repeats, device)

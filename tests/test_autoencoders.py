@@ -163,6 +163,27 @@ def test_latent_normalisation_is_invertible_per_channel(name):
     assert torch.allclose(model.normalize_latents(z[:, :, 0]), normalised[:, :, 0])  # image latents too
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_bfloat16_weights_are_as_accurate_as_autocast(name):
+    model = make(name)
+    x = video(frames_for(model, 3))
+    error = lambda a, b: float((a.float() - b).norm() / b.norm())  # noqa: E731
+    with torch.no_grad():
+        z = model.encode(x).latent_dist.mode()
+        y = model.decode(z).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = error(model.encode(x).latent_dist.mode(), z), error(model.decode(z).sample, y)
+        model.to_inference_dtype(torch.bfloat16)
+        z16 = model.encode(x.bfloat16()).latent_dist.mode()
+        y16 = model.decode(z.bfloat16()).sample
+    assert z16.dtype == y16.dtype == torch.bfloat16 and {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert error(z16, z) <= 1.25 * mixed[0] + 1e-3 and error(y16, y) <= 1.25 * mixed[1] + 1e-3
+    assert max(mixed) < 0.1  # the tiny random decoders amplify rounding; released-size models: PSNR in BENCHMARKS.md
+    convs = [p for p in model.parameters() if p.dim() == 5 and p.shape[1] > 1 and p.shape[2:].numel() > 1]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) == model.half_precision_channels_last
+               for p in convs)
+
+
 def test_per_frame_vae_codes_each_frame_as_the_image_vae_does(tmp_path):
     image_vae = tiny_image_vae()
     image_vae.save_pretrained(tmp_path / "sd-vae")

@@ -9,6 +9,8 @@ from PIL import Image
 import sample
 from dit import DIT_PRESETS, SCHEDULERS, LatteDiT, make_scheduler
 from pipelines import LatteVideoPipeline
+from pipelines.common.errors import ConfigError
+from pipelines.inference.loading import load_pipeline
 from vae import build_autoencoder
 
 
@@ -137,6 +139,19 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(before, run(loaded, class_labels=[1], output_type="latent"))
     videos = run(pipe, class_labels=[1]), run(loaded, class_labels=[1])
     assert (videos[0] - videos[1]).abs().max() <= 1e-5  # oneDNN may pick other kernels for new buffers
+
+
+def test_the_vae_runs_in_the_precision_asked_for(tmp_path):
+    tiny_pipeline().save_pretrained(tmp_path / "pipeline")
+    videos = {}
+    for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        pipe = load_pipeline(tmp_path / "pipeline", vae_precision=precision)
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.vae.dtype == dtype and pipe.transformer.dtype == torch.float32
+        videos[precision] = run(pipe, class_labels=[1], output_type="pt")
+    assert videos["bf16"].dtype == torch.float32 and (videos["bf16"] - videos["fp32"]).abs().mean() < 0.01
+    with pytest.raises(ConfigError, match="vae_precision must be one of"):
+        load_pipeline(tmp_path / "pipeline", vae_precision="fp8")
 
 
 def test_bad_requests_are_explained():

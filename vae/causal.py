@@ -54,7 +54,7 @@ class CausalConv3d(nn.Conv3d):
         past = cache.get(self) if cache is not None else None
         if past is None:
             start = x[:, :, :1] if self.start_padding == "replicate" else torch.zeros_like(x[:, :, :1])
-            past = start.expand(-1, -1, self.past, -1, -1)
+            past = torch.cat([start] * self.past, dim=2)  # not `expand`: cat keeps x's memory format (channels-last)
         seq = torch.cat([past, x], dim=2)  # (B, C, carried + T, H, W)
         y = super().forward(seq)  # (B, C', n, H', W')
         if cache is not None:

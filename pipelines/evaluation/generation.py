@@ -48,7 +48,8 @@ class EvalConfig:
     batch_size: int = 32
     seed: int = 0
     device: Optional[str] = None
-    precision: str = "fp32"
+    precision: str = "fp32"  # the DiT's
+    vae_precision: str = "fp32"
     detector_cache: Optional[str] = None  # folder of i3d_torchscript.pt / c3d_ucf101.pt
     videos_to_keep: int = 2  # mp4 files written per class (all scores use every sample)
     num_frames: int = FVD2048_16F.num_frames  # frames scored per video: the protocol's 16 (fewer: smoke tests)
@@ -166,7 +167,8 @@ def _write_samples(kept: dict, names: list, out) -> None:
 
 def evaluate(cfg: EvalConfig) -> dict:
     run = RunLayout(cfg.run)
-    pipe = load_pipeline(find_pipeline(cfg.run), cfg.scheduler, cfg.device, cfg.precision)
+    pipe = load_pipeline(find_pipeline(cfg.run), cfg.scheduler, cfg.device, cfg.precision,
+                         cfg.vae_precision)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"

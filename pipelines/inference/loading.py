@@ -36,11 +36,13 @@ def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "run
 
 
 def load_pipeline(path: str | Path, scheduler: str = "ddpm", device: Optional[str] = None,
-                  precision: str = "fp32") -> LatteVideoPipeline:
-    """The pipeline at `path` with the `scheduler` asked for; the DiT in `precision` on `device` (default: the
-    accelerator accelerate would pick), the VAE in float32 (it is cheap, and its output is what users see)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+                  precision: str = "fp32", vae_precision: str = "fp32") -> LatteVideoPipeline:
+    """The pipeline at `path` with the `scheduler` asked for on `device` (default: the accelerator accelerate
+    would pick); the DiT in `precision`, the VAE in `vae_precision` (float32 by default: its output is what users
+    see; bfloat16 halves the time of a large VAE, BENCHMARKS.md)."""
+    for name, value in (("precision", precision), ("vae_precision", vae_precision)):
+        if value not in PRECISIONS:
+            raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
     try:
         scheduler = make_scheduler(scheduler)
     except ValueError as err:
@@ -50,5 +52,5 @@ def load_pipeline(path: str | Path, scheduler: str = "ddpm", device: Optional[st
     device = device or PartialState().device
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
     torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])
-    pipe.vae.to(device=device)
+    pipe.vae.to(device=device).to_inference_dtype(PRECISIONS[vae_precision])
     return pipe

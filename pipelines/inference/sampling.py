@@ -26,20 +26,22 @@ class SampleConfig:
     output_dir: Optional[str] = None  # None: <run>/samples/<class>
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
     precision: str = "fp32"  # fp32 | bf16 | fp16, for the DiT
+    vae_precision: str = "fp32"  # fp32 | bf16 | fp16, for the VAE
     device: Optional[str] = None  # None: the accelerator accelerate picks
     fps: float = 8.0
 
     def __post_init__(self) -> None:
         if self.num_videos < 1:
             raise ConfigError(f"num_videos must be >= 1, got {self.num_videos}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("precision", "vae_precision"):
+            if getattr(self, name) not in PRECISIONS:
+                raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {getattr(self, name)!r}")
 
 
 def generate(cfg: SampleConfig) -> dict:
     """Generate and write the videos; returns {"pipeline", "tag", "class_name", "videos": [paths], "grid": [paths]}."""
     path = find_pipeline(cfg.run)
-    pipe = load_pipeline(path, cfg.scheduler, cfg.device, cfg.precision)
+    pipe = load_pipeline(path, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
     if pipe.num_classes == 0 and cfg.prompt_class is not None:
         raise ConfigError(f"the model at {path} is unconditional: leave out --prompt-class")
     if pipe.num_classes > 0 and cfg.prompt_class is None:

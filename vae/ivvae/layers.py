@@ -94,6 +94,14 @@ class FrameConv(Layer):
         return per_frame(self.conv, x)
 
 
+def unit(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """`F.normalize(x, dim=dim)`. In half precision as a sum of squares: PyTorch's vector norm over a non-innermost
+    dimension is slower in bfloat16 than in float32 on CPU, which alone cost IV-VAE a fifth of its bfloat16 decode."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x / (x * x).sum(dim, keepdim=True).sqrt().clamp_min(1e-12)
+    return F.normalize(x, dim=dim)
+
+
 class SplitRMSNorm(nn.Module):
     """RMS norm of each half over its channels, per position (no statistics across frames), times sqrt(C_half)
     and a learned gain; no bias."""
@@ -106,7 +114,7 @@ class SplitRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         halves = x.unflatten(1, (self.halves, -1))  # (B, halves, C, T, H, W), a view
-        return F.normalize(halves, dim=2).flatten(1, 2) * self.scale * self.gamma
+        return unit(halves, dim=2).flatten(1, 2) * (self.gamma * self.scale)
 
 
 class Attention(nn.Module):
@@ -122,7 +130,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
         frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B T, C, H, W)
-        normed = F.normalize(frames, dim=1) * c**0.5 * self.norm.gamma
+        normed = unit(frames, dim=1) * (self.norm.gamma * c**0.5)
         qkv = self.to_qkv(normed).flatten(2).transpose(1, 2).unsqueeze(1).contiguous()  # (B T, 1, HW, 3C)
         q, k, v = qkv.chunk(3, dim=-1)  # contiguous as in the official code: SDPA then rounds identically
         out = F.scaled_dot_product_attention(q, k, v).squeeze(1).transpose(1, 2).reshape(b * t, c, h, w)

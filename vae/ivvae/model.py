@@ -45,6 +45,9 @@ class _IVAutoencoder(VideoAutoencoder):
     """What the video and the keyframe model share: construction from the config and the latent layer."""
 
     temporal = True
+    # Frame-by-frame and group-by-group convolutions would convert layouts on every call: bfloat16 decode runs
+    # 1.5x faster than float32 channels-last, 1.9x in the default layout (at 9x128x128).
+    half_precision_channels_last = False
 
     @register_to_config
     def __init__(self, z_dim: int = 16, dim: int = 64, dim_mult: Sequence[int] = (1, 2, 4, 4),
