@@ -3,12 +3,9 @@ inference for every length and chunk size, images as first frames, the keyframe 
 VAE, and the released weights giving the official outputs (golden files made by tests/data/make_ivvae_golden.py
 from the official code)."""
 
-import json
-
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from golden import golden as read_golden
 
 from vae import IVVAE, IVImageVAE, build_autoencoder, load_autoencoder
 
@@ -134,12 +131,7 @@ def test_tiny_ivvae_overfits_a_real_clip(overfit_real_clip):
 
 # ---------------------------------------------------------------------------------------------- released weights
 def golden(name: str):
-    path = f"tests/data/ivvae_golden_{name}.safetensors"
-    with safe_open(path, "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    tensors = load_file(path)
-    state = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
-    return config, state, tensors
+    return read_golden(f"ivvae_golden_{name}")
 
 
 @pytest.mark.parametrize("name", ["z4", "z8"])

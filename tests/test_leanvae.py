@@ -1,10 +1,12 @@
-"""LeanVAE's own properties: Haar exactness, official sizes, shapes, causality, gradients, a real overfit.
+"""LeanVAE's own properties: Haar exactness, official sizes, shapes, causality, gradients, a real overfit, the
+released weights giving the official outputs (golden files made by tests/data/make_leanvae_golden.py).
 (The contract every VAE keeps - chunked == full, save / load, frame rules - is tested in test_autoencoders.py.)"""
 
 import pytest
 import torch
+from golden import golden as read_golden
 
-from vae import LeanVAE, build_autoencoder
+from vae import LeanVAE, build_autoencoder, load_autoencoder
 from vae.haar import haar2d, haar3d, ihaar2d, ihaar3d
 
 
@@ -102,3 +104,42 @@ def test_tiny_vae_overfits_a_real_clip(overfit_real_clip):
     torch.manual_seed(0)
     start, end = overfit_real_clip(build_autoencoder("lean-tiny"))
     assert end > start + 8, (start, end)  # ~10 dB -> ~20 dB
+
+
+# ---------------------------------------------------------------------------------------------- released weights
+def golden(name: str):
+    return read_golden(f"leanvae_golden_{name}", "args")
+
+
+@pytest.mark.parametrize("name", ["dim4", "dim16"])
+def test_released_weights_give_the_official_outputs(name, tmp_path):
+    args, state, expected = golden(name)
+    torch.save({"args": args, "state_dict": state}, tmp_path / "LeanVAE.ckpt")  # the released layout
+    model = load_autoencoder(tmp_path / "LeanVAE.ckpt")
+    assert isinstance(model, LeanVAE) and model.latent_channels == args["latent_dim"]
+    assert (model.config.lc_dim, model.config.ista_phases) == (args["l_dim"], args["ista_iter_num"])
+    with torch.no_grad():  # the official range is [-0.5, 0.5], ours [-1, 1]
+        for kind in ("video", "image"):  # the official image latent has a time axis of 1, its decoding none
+            latent = model.encode(2 * expected[kind]).latent_dist.mean
+            assert (latent - expected[f"{kind}_latent"].view_as(latent)).abs().max() <= 1e-5
+            recon = model.decode(expected[f"{kind}_latent"].view_as(latent)).sample
+            assert (recon / 2 - expected[f"{kind}_recon"].view_as(recon)).abs().max() <= 1e-5
+        chunked = model.decode(expected["video_latent"], chunk_size=1).sample  # our causal cache, same weights
+        assert (chunked / 2 - expected["video_recon"]).abs().max() <= 1e-5
+
+
+def test_lightning_checkpoints_load_and_other_files_are_refused(tmp_path):
+    args, state, expected = golden("dim4")
+    lightning = {f"autoencoder.{key}": value for key, value in state.items()}
+    lightning["perceptual_model.net.slice1.0.weight"] = torch.zeros(2)  # loss modules beside the autoencoder
+    torch.save({"state_dict": lightning}, tmp_path / "last.ckpt")
+    model = LeanVAE.from_official_checkpoint(tmp_path / "last.ckpt", latents_std=[2.0] * 4)
+    assert model.config.latents_std == [2.0] * 4
+    with torch.no_grad():
+        latent = model.encode(2 * expected["video"]).latent_dist.mean
+    assert (latent - expected["video_latent"]).abs().max() <= 1e-5
+    torch.save({"state_dict": {"encoder.conv.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a LeanVAE checkpoint"):
+        load_autoencoder(tmp_path / "other.ckpt")
+    with pytest.raises(FileNotFoundError, match="huggingface.co/Yumic/LeanVAE"):
+        LeanVAE.from_official_checkpoint(tmp_path / "missing.ckpt")

@@ -7,12 +7,16 @@ import math
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from golden import golden as read_golden
+from safetensors.torch import save_file
 
 from vae import WFVAE, build_autoencoder, load_autoencoder
-from vae.wfvae.wavelets import (HaarWaveletTransform2D, HaarWaveletTransform3D, InverseHaarWaveletTransform2D,
-                                InverseHaarWaveletTransform3D)
+from vae.wfvae.wavelets import (
+    HaarWaveletTransform2D,
+    HaarWaveletTransform3D,
+    InverseHaarWaveletTransform2D,
+    InverseHaarWaveletTransform3D,
+)
 
 # Totals of the official classes, instantiated (OTHER_VAES.md §A2), including the 128 frozen Haar weights.
 OFFICIAL_PARAMETERS = {"wfvae-s-4ch": 146_496_836, "wfvae-m-4ch": 223_252_516, "wfvae-l-4ch": 316_334_852,
@@ -132,12 +136,7 @@ def test_tiny_wfvae_overfits_a_real_clip(overfit_real_clip):
 
 # ---------------------------------------------------------------------------------------------- released weights
 def golden(name: str):
-    path = f"tests/data/wfvae_golden_{name}.safetensors"
-    with safe_open(path, "pt") as f:
-        config = json.loads(f.metadata()["config"])
-    tensors = load_file(path)
-    state = {key.removeprefix("state."): value for key, value in tensors.items() if key.startswith("state.")}
-    return config, state, tensors
+    return read_golden(f"wfvae_golden_{name}")
 
 
 def released_folder(tmp_path, name: str):

@@ -88,10 +88,12 @@ def _config_path(path: Path) -> Path:
 
 def load_autoencoder(path: str | Path) -> VideoAutoencoder:
     """Load a saved VAE folder: a bundled model by its `_class_name`, the released WF-VAE (a `WFVAEModel` folder
-    or a `.ckpt` beside its config), a released IV-VAE `.pth`, or an image `AutoencoderKL` wrapped as a per-frame
+    or a `.ckpt` beside its config), a released LeanVAE `.ckpt` (no config beside it), a released IV-VAE `.pth`, or an image `AutoencoderKL` wrapped as a per-frame
     video VAE (temporal ratio 1, latent normalisation from its scaling and shift factors)."""
     if Path(path).suffix == ".pth":
         return IVVAE.from_official_checkpoint(path)
+    if Path(path).suffix == ".ckpt" and not (Path(path).parent / "config.json").is_file():
+        return LeanVAE.from_official_checkpoint(path)  # a WF-VAE .ckpt sits beside its config.json
     config_path = _config_path(Path(path))
     name = json.loads(config_path.read_text()).get("_class_name")
     if name in BUNDLED_MODELS:

@@ -16,6 +16,7 @@ from ..autoencoder import VideoAutoencoder
 from ..causal import Cache
 from .bottleneck import CompressedSensingBottleneck
 from .layers import NAFStack
+from .official import load_official
 from .patchify import WaveletPatchEmbed, WaveletPatchUnembed
 
 LEANVAE_PRESETS: dict[str, dict] = {
@@ -83,3 +84,11 @@ class LeanVAE(VideoAutoencoder):
 
     def get_last_layer(self) -> torch.Tensor:
         return self.unembed.video_hc.weight  # the map to most of the output's wavelet coefficients
+
+    @classmethod
+    def from_official_checkpoint(cls, path, latents_mean: Union[float, Sequence[float]] = 0.0,
+                                 latents_std: Union[float, Sequence[float]] = 1.0) -> "LeanVAE":
+        """The released weights (`LeanVAE-dim4.ckpt`, `LeanVAE-dim16.ckpt`, or an official Lightning training
+        checkpoint); the size is read from the tensors. On a video x in [-1, 1] the model gives the official
+        latents of x / 2 and decodes to twice the official video (the official range is [-0.5, 0.5])."""
+        return load_official(cls, path, latents_mean, latents_std)
