@@ -19,6 +19,7 @@ from einops import rearrange
 from torch import nn
 
 from .layers import FinalLayer, LabelEmbedder, LatteBlock
+from .official import load_official
 
 TIMESTEP_FREQ_DIM = 256
 
@@ -29,6 +30,7 @@ class LatteDiT(ModelMixin, ConfigMixin):
     `num_classes=0` builds an unconditional model; otherwise class index `num_classes` is the null class, used
     for all samples when `class_labels` is None and for the labels `force_drop_ids` marks (in training mode
     without it, a `class_dropout_prob` share of labels drawn from the global RNG).
+    `gelu="tanh"` is the official Latte's approximate GELU (imported checkpoints, `from_official_checkpoint`).
     `class_embed_std` is the class table's initial spread: DiT and Latte use 0.02, which leaves the classes
     nearly indistinguishable to the zero-initialised adaLN layers until the table has grown, a wait that runs of
     a few thousand steps cannot afford; ~1 lets them condition on the class from the start.
@@ -52,10 +54,11 @@ class LatteDiT(ModelMixin, ConfigMixin):
         class_dropout_prob: float = 0.1,
         learn_sigma: bool = True,
         class_embed_std: float = 0.02,
+        gelu: str = "none",
     ):
         super().__init__()
         _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob,
-                      class_embed_std)
+                      class_embed_std, gelu)
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         grid = sample_size // patch_size
 
@@ -66,7 +69,7 @@ class LatteDiT(ModelMixin, ConfigMixin):
         self.t_embedder = TimestepEmbedding(TIMESTEP_FREQ_DIM, hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob) if num_classes > 0 else None
         self.blocks = nn.ModuleList(
-            [LatteBlock(hidden_size, num_heads, mlp_ratio, temporal=i % 2 == 1) for i in range(depth)]
+            [LatteBlock(hidden_size, num_heads, mlp_ratio, temporal=i % 2 == 1, gelu=gelu) for i in range(depth)]
         )
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
 
@@ -131,6 +134,13 @@ class LatteDiT(ModelMixin, ConfigMixin):
         out = rearrange(x, "b f (h w) (c p q) -> b c f (h p) (w q)", h=grid, p=p, q=p)  # (B, C_out, F, H, W)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
 
+    @classmethod
+    def from_official_checkpoint(cls, path, **overrides) -> "LatteDiT":
+        """The released Latte weights (Vchitect/Latte's ucf101.pt, skytimelapse.pt, ...; LeanVAE's ucf-dim4.pt,
+        sky-dim16.pt, ...), EMA preferred; the configuration is read from the tensors, `overrides` add to it (e.g.
+        `num_heads` for a width the presets do not name). Outputs equal the official model's."""
+        return load_official(cls, path, **overrides)
+
     def _check_input(self, x: torch.Tensor) -> None:
         cfg = self.config
         expected = (cfg.in_channels, cfg.num_frames, cfg.sample_size, cfg.sample_size)
@@ -164,7 +174,9 @@ class LatteDiT(ModelMixin, ConfigMixin):
 
 
 def _check_config(sample_size, patch_size, hidden_size, depth, num_heads, num_classes, class_dropout_prob,
-                  class_embed_std) -> None:
+                  class_embed_std, gelu) -> None:
+    if gelu not in ("none", "tanh"):
+        raise ValueError(f"gelu must be 'none' (exact) or 'tanh' (the approximation of the official Latte), got {gelu!r}")
     if sample_size % patch_size != 0:
         raise ValueError(f"sample_size ({sample_size}) must be a multiple of patch_size ({patch_size})")
     if depth < 2 or depth % 2 != 0:

@@ -6,8 +6,9 @@ bundled video VAE.
                   generator=torch.Generator().manual_seed(0), output_type="np").frames   # (2, T, H, W, 3) in [0, 1]
 
 The DiT predicts noise and (learned sigma) a variance interpolation: 2C channels. Classifier-free guidance
-mixes the noise channels only. DDPM gets both halves (`variance_type="learned_range"` respaces IDDPM's learned
-variance correctly); DDIM and DPM-Solver are given only the noise half. Latents are denormalised with the
+mixes the noise channels only (all of them, or the first `guidance_channels` as Latte's official sampler). DDPM
+gets both halves (`variance_type="learned_range"` respaces IDDPM's learned variance correctly); DDIM and
+DPM-Solver are given only the noise half. Latents are denormalised with the
 VAE's `latents_mean/std` and decoded with causal-cache chunks, so memory is set by `decode_chunk_size`, not by
 the video's length. Outputs follow diffusers' video pipelines (`VideoProcessor`): "pt" (B, T, 3, H, W) and
 "np" (B, T, H, W, 3) in [0, 1], "pil" lists of frames, "latent" the DiT's (normalised) latents.
@@ -42,12 +43,15 @@ class LatteVideoPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents"]
 
     def __init__(self, transformer, vae, scheduler, class_names: Optional[list] = None,
-                 default_guidance_scale: float = 1.0):
+                 default_guidance_scale: float = 1.0, guidance_channels: Optional[int] = None):
         super().__init__()
         # Inference only: no label dropout (the DiT drops labels in training mode) even for models made in code.
         self.register_modules(transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler)
         # Saved in model_index.json: what the classes are called and the guidance the recipe samples with.
-        self.register_to_config(class_names=list(class_names or []), default_guidance_scale=default_guidance_scale)
+        # guidance_channels=4 guides only the first 4 noise channels, as Latte's official sampler does (it matters
+        # for 16-channel latents; published numbers were made so); None guides them all.
+        self.register_to_config(class_names=list(class_names or []), default_guidance_scale=default_guidance_scale,
+                                guidance_channels=guidance_channels)
         self.video_processor = VideoProcessor(vae_scale_factor=vae.spatial_compression_ratio)
 
     @property
@@ -116,7 +120,8 @@ class LatteVideoPipeline(DiffusionPipeline):
         eps, variance = out[:, :c], out[:, c:]
         if guided:
             cond, uncond = eps.chunk(2)
-            eps = uncond + guidance_scale * (cond - uncond)
+            k = self.config.guidance_channels or c
+            eps = torch.cat([uncond[:, :k] + guidance_scale * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
             variance = variance.chunk(2)[0]
         takes_variance = isinstance(self.scheduler, DDPMScheduler) and self.scheduler.config.variance_type in (
             "learned", "learned_range")
