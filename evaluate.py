@@ -2,9 +2,13 @@
 
     python evaluate.py --run runs/default                                   # synthetic: offline classifier detector
     python evaluate.py --run runs/ucf101 --dataset ucf101 --data-root /data/UCF-101   # I3D FVD + C3D IS, 2048 videos
+    accelerate launch --num_processes 8 evaluate.py --run runs/ucf101 ...   # the same videos and FVD, 8 GPUs
+    torchrun --nproc_per_node 2 evaluate.py --run runs/default              # the same on 2 CPU processes
 
-Results go to <run>/eval/metrics.json, a few sample videos to <run>/eval/samples. Any EvalConfig key can also
-be given as key=value or in a --config YAML file.
+Every FVD comes with its floor (real clips vs other real clips) and the VAE's ceiling (its reconstructions of
+real clips); real-clip statistics are cached and reused. Results and the full protocol go to
+<run>/eval/metrics.json, a few sample videos to <run>/eval/samples. Any EvalConfig key can also be given as
+key=value or in a --config YAML file.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ FLAGS = {
     "vae_precision": "fp32 (default), bf16 or fp16 for the VAE",
     "num_frames": "frames scored per video: the protocol's 16 (fewer only for smoke tests)",
     "detector_cache": "folder of i3d_torchscript.pt / c3d_ucf101.pt",
+    "stats_cache": "where real-clip statistics are kept (default: <detector cache>/fvd_stats)",
 }
 
 
 def main(argv=None) -> int:
     with exit_on_user_error("evaluate.py"):
         report = evaluate(parse_cli(EvalConfig, argv, __doc__, flags=FLAGS))
+    if not report:  # another process of `accelerate launch evaluate.py`: the main one reports
+        return 0
     print(json.dumps(report["results"], indent=2))
     print(f"({report['detector_note']}); samples in {report['samples_dir']}")
     return 0

@@ -1,7 +1,12 @@
-"""evaluate.py / pipelines.evaluation on a tiny saved run: the reported FVD, IS and class accuracy equal an
-independent computation from the same generated videos; one progress bar per phase; the train.sh summary."""
+"""evaluate.py / pipelines.evaluation on a tiny saved run: the reported FVD, its floor and ceiling, IS and class
+accuracy equal an independent computation from the same generated videos; real statistics are cached; the
+protocol is recorded; two processes score like one; one progress bar per phase; the train.sh summary."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,8 +63,9 @@ def independent_scores(layout: RunLayout, num_fake: int, steps: int, frames: int
             "is": inception_score_from_probs(probs, num_splits=10), "accuracy": classification_accuracy(probs, labels)}
 
 
-def test_reported_metrics_equal_an_independent_computation(run):
-    report = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=5, num_frames=9))
+def test_reported_metrics_equal_an_independent_computation(run, tmp_path):
+    report = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=5, num_frames=9,
+                                 stats_cache=str(tmp_path)))
     results = report["results"]
     expected = independent_scores(run, num_fake=12, steps=2, frames=9)
     assert results["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=1e-4)
@@ -71,11 +77,12 @@ def test_reported_metrics_equal_an_independent_computation(run):
     assert len(list(run.eval_samples.glob("class_*.mp4"))) == 8  # 2 per class
     assert (run.eval_samples / "grid.png").is_file()
     # Each video has its own keyed generator: another batch size gives the same numbers.
-    again = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=12, num_frames=9))["results"]
+    again = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=12, num_frames=9,
+                                stats_cache=str(tmp_path)))["results"]
     assert again["FVD (12 real / 12 generated)"] == pytest.approx(results["FVD (12 real / 12 generated)"], rel=1e-4)
 
 
-def test_one_progress_bar_per_phase(run, monkeypatch):
+def test_one_progress_bar_per_phase(run, monkeypatch, tmp_path):
     shown = []
 
     class Counting(generation.tqdm):
@@ -86,8 +93,8 @@ def test_one_progress_bar_per_phase(run, monkeypatch):
 
     monkeypatch.setattr(generation, "tqdm", Counting)
     monkeypatch.setattr(metrics, "tqdm", Counting)
-    evaluate(EvalConfig(run=str(run.root), num_fake=8, steps=2, batch_size=3, num_frames=9))
-    assert shown == ["generating 8 videos", "real clips", "reconstructions"]
+    evaluate(EvalConfig(run=str(run.root), num_fake=8, steps=2, batch_size=3, num_frames=9, stats_cache=str(tmp_path)))
+    assert shown == ["generating 8 videos", "real clips", "other real clips", "reconstructions"]
 
 
 def test_benchmark_evaluation_without_detectors_says_where_to_get_them(run, tmp_path, capsys):
@@ -120,3 +127,61 @@ def test_report_summarises_a_run(tmp_path):
     assert table["IS"].endswith("5.600 ± 0.500") and table["class accuracy"].endswith("0.59")
     assert table["time: 1/5 train VAE"].endswith("1.5 min") and table["time: total"].endswith("2.0 min")
     assert np.isclose(json.loads(layout.stage_times.read_text())["3/5 train DiT"], 30)
+
+
+def test_floor_and_ceiling_equal_an_independent_computation(run, tmp_path):
+    results = evaluate(EvalConfig(run=str(run.root), num_fake=8, steps=2, batch_size=3, num_frames=9,
+                                  stats_cache=str(tmp_path)))["results"]
+    detector = ClassifierDetector(VideoClassifier.from_pretrained(run.classifier).eval())
+    vae = LatteVideoPipeline.from_pretrained(run.pipeline).vae
+
+    def clips(seed):  # the held-out synthetic clips of the evaluation: 8, as long as the generated videos (9)
+        data = SyntheticVideoDataset(8, num_frames=9, resolution=16, seed=seed, num_classes=4)
+        return torch.stack([data[i]["video"] for i in range(8)])
+
+    reference, other = clips(10_000), clips(20_000)
+    with torch.no_grad():
+        recon = vae.decode(vae.encode(other).latent_dist.mean).sample.clamp(-1, 1)
+    features = lambda videos: detector(to_uint8(videos), return_features=True)  # noqa: E731
+    assert results["FVD floor (real vs other real clips)"] == pytest.approx(
+        fvd_from_features(features(other), features(reference)), rel=1e-4)
+    assert results["FVD ceiling (VAE reconstructions)"] == pytest.approx(
+        fvd_from_features(features(recon), features(reference)), rel=1e-4)
+    assert results["FVD floor (real vs other real clips)"] < results["FVD (8 real / 8 generated)"]
+
+
+def numbers(results: dict) -> dict:
+    """The results as flat numbers (IS is a mean and a std)."""
+    return {f"{key} {part}": value for key, entry in results.items()
+            for part, value in (entry.items() if isinstance(entry, dict) else [("", entry)])}
+
+
+def test_real_statistics_are_cached_and_the_protocol_recorded(run, tmp_path):
+    config = dict(run=str(run.root), num_fake=8, steps=2, batch_size=4, num_frames=9, stats_cache=str(tmp_path))
+    first = evaluate(EvalConfig(**config))
+    second = evaluate(EvalConfig(**config))
+    assert first["protocol"]["real_statistics_from_cache"] == {"real clips": False, "other real clips": False}
+    assert second["protocol"]["real_statistics_from_cache"] == {"real clips": True, "other real clips": True}
+    assert numbers(second["results"]) == pytest.approx(numbers(first["results"]), rel=1e-9)
+    assert len(list(tmp_path.glob("*.npz"))) == 2 and len(list(tmp_path.glob("*.json"))) == 2
+    other_clips = evaluate(EvalConfig(**{**config, "num_real": 6}))  # another clip list: recomputed
+    assert other_clips["protocol"]["real_statistics_from_cache"] == {"real clips": False, "other real clips": False}
+    protocol = json.loads(run.metrics.read_text())["protocol"]
+    assert {key: protocol[key] for key in ("num_real", "num_fake", "frames", "resolution", "sampler", "steps",
+                                            "guidance_scale", "seed", "processes")} == dict(
+        num_real=6, num_fake=8, frames=9, resolution=16, sampler="ddpm", steps=2, guidance_scale=2.0, seed=0,
+        processes=1)
+    assert len(protocol["detector_sha256"]) == 64 and protocol["split"] == "held-out synthetic"
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_videos_and_scores_of_one(run, tmp_path):
+    args = [f"run={run.root}", "num_fake=8", "steps=2", "batch_size=3", "num_frames=9", f"stats_cache={tmp_path}"]
+    one = evaluate(EvalConfig(run=str(run.root), num_fake=8, steps=2, batch_size=3, num_frames=9,
+                              stats_cache=str(tmp_path)))["results"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "evaluate.py", *args],
+                   check=True, capture_output=True, env=env, cwd=Path(__file__).resolve().parents[1])
+    two = json.loads(run.metrics.read_text())
+    assert two["protocol"]["processes"] == 2
+    assert numbers(two["results"]) == pytest.approx(numbers(one), rel=1e-4)  # batches differ: float rounding

@@ -4,7 +4,9 @@ Benchmarks (UCF-101, SkyTimelapse) use the protocol's detectors: I3D features fo
 UCF-101 C3D for IS (`isv2048_ucf`). The built-in synthetic data set has no such detector, so the project's
 own video classifier, trained on that data (`python -m pipelines.training.classifier_trainer`), stands in for
 both and the results are labelled as such; it also reports how often the requested class is recognised in
-the samples. Each phase (generating, real clips, reconstructions) shows one progress bar.
+the samples. Beside every FVD: its floor and the VAE's ceiling (`real_stats`). Generation runs on every process
+of `accelerate launch` (video i seeded by i, so the videos and scores do not depend on the process count); the
+main process scores the real side and writes the report. Each phase shows one progress bar.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator, Optional
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from ..common.errors import ConfigError
@@ -23,14 +28,13 @@ from ..common.files import write_json
 from ..common.layout import RunLayout
 from ..common.pixels import to_uint8
 from ..common.seeding import keyed_generator
-from ..data import DataConfig, build_dataset, read_frames
-from ..data.clips import frames_to_tensor
 from ..inference.loading import find_pipeline, load_pipeline
 from ..inference.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
-from .detectors import C3D_UCF101, I3D, load_detector
-from .metrics import (FVD2048_16F, ISV2048_UCF, LATTE_REAL_FRAME_STRIDE, classification_accuracy, detector_outputs,
-                      fvd_from_features, inception_score_from_probs, real_clip_plan, to_probabilities)
+from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
+from .metrics import (FVD2048_16F, ISV2048_UCF, classification_accuracy, detector_outputs, feature_statistics,
+                      frechet_distance, inception_score_from_probs, to_probabilities)
+from .real_stats import ClipSet, StatisticsCache, benchmark_clips, statistics_key, synthetic_clips
 
 DATASETS = ("synthetic", "ucf101", "sky")
 
@@ -51,6 +55,7 @@ class EvalConfig:
     precision: str = "fp32"  # the DiT's
     vae_precision: str = "fp32"
     detector_cache: Optional[str] = None  # folder of i3d_torchscript.pt / c3d_ucf101.pt
+    stats_cache: Optional[str] = None  # real-clip statistics; None: <detector cache>/fvd_stats
     videos_to_keep: int = 2  # mp4 files written per class (all scores use every sample)
     num_frames: int = FVD2048_16F.num_frames  # frames scored per video: the protocol's 16 (fewer: smoke tests)
 
@@ -68,94 +73,77 @@ class EvalConfig:
 class _Scores:
     """The detectors of one evaluation and what they returned for the generated videos."""
 
-    def __init__(self, fvd_detector, is_detector, note: str):
-        self.fvd_detector, self.is_detector, self.note = fvd_detector, is_detector, note
+    def __init__(self, fvd_detector, is_detector, note: str, sha256: str):
+        self.fvd_detector, self.is_detector, self.note, self.sha256 = fvd_detector, is_detector, note, sha256
         self.features: list[np.ndarray] = []
         self.probs: list[np.ndarray] = []
 
     def add(self, videos: torch.Tensor) -> None:
         """Score uint8 (B, 3, n, H, W) generated videos."""
-        self.features.append(detector_outputs(self.fvd_detector, [videos], I3D.call_kwargs, progress=False))
+        self.features.append(self.fvd_features([videos]))
         if self.is_detector is not None:
-            self.probs.append(to_probabilities(detector_outputs(self.is_detector, [videos], C3D_UCF101.call_kwargs,
-                                                                progress=False)))
+            self.probs.append(self.class_probs([videos]))
+
+    def fvd_features(self, videos, batch_size: int = 16, desc: Optional[str] = None, total=None) -> np.ndarray:
+        """FVD detector features; a progress bar when `desc` names the phase."""
+        return detector_outputs(self.fvd_detector, videos, I3D.call_kwargs, batch_size, desc=desc or "",
+                                total=total, progress=desc is not None)
+
+    def class_probs(self, videos, batch_size: int = 16) -> np.ndarray:
+        return to_probabilities(detector_outputs(self.is_detector, videos, C3D_UCF101.call_kwargs, batch_size,
+                                                 progress=False))
 
 
 def _detectors(cfg: EvalConfig, run: RunLayout, device) -> _Scores:
     if cfg.dataset == "synthetic":
         detector = ClassifierDetector(load_classifier(run.classifier, device))
         return _Scores(detector, detector, "offline stand-in: FVD and IS computed with the project's classifier "
-                       "trained on the synthetic data, not I3D / C3D; not comparable to published numbers")
+                       "trained on the synthetic data, not I3D / C3D; not comparable to published numbers",
+                       folder_sha256(run.classifier))
     fvd_detector = load_detector(I3D, device, cfg.detector_cache)
     is_detector = load_detector(C3D_UCF101, device, cfg.detector_cache) if cfg.dataset == "ucf101" else None
     return _Scores(fvd_detector, is_detector,
-                   f"StyleGAN-V protocol: {FVD2048_16F.name}" + (f", {ISV2048_UCF.name}" if is_detector else ""))
+                   f"StyleGAN-V protocol: {FVD2048_16F.name}" + (f", {ISV2048_UCF.name}" if is_detector else ""),
+                   sha256_of(detector_path(I3D, cfg.detector_cache)))
 
 
-def _generate(pipe, labels: list, cfg: EvalConfig) -> Iterator[torch.Tensor]:
-    """Generated videos as uint8 (B, 3, n, H, W) batches; the protocol scores each video's first n = 16 frames.
-    Video i is drawn from a generator keyed by (seed, i): the same whatever the batch size."""
+def _generate(pipe, labels: list, indices: list[int], cfg: EvalConfig) -> Iterator[tuple[list, torch.Tensor]]:
+    """(indices, uint8 (B, 3, n, H, W) videos) of the generated videos `indices`; the protocol scores each
+    video's first n = 16 frames. Video i is drawn from a generator keyed by (seed, i): the same whatever the
+    batch size or the number of processes."""
     guidance = cfg.guidance_scale if cfg.guidance_scale is not None else pipe.default_guidance_scale
     if pipe.num_frames < cfg.num_frames:
         raise ConfigError(f"the model generates {pipe.num_frames} frames; {cfg.num_frames} are scored per video")
-    batches = range(0, len(labels), cfg.batch_size)
-    with tqdm(total=len(batches) * cfg.steps, desc=f"generating {len(labels)} videos", unit="step") as bar:
+    batches = [indices[i:i + cfg.batch_size] for i in range(0, len(indices), cfg.batch_size)]
+    with tqdm(total=len(batches) * cfg.steps, desc=f"generating {len(labels)} videos", unit="step",
+              disable=not PartialState().is_local_main_process) as bar:
 
         def tick(*_) -> dict:  # callback_on_step_end: one bar over every batch's denoising steps
             bar.update()
             return {}
 
-        for start in batches:
-            batch = labels[start:start + cfg.batch_size]
-            latents = pipe(class_labels=batch if pipe.num_classes else None, num_videos=len(batch),
-                           num_inference_steps=cfg.steps, guidance_scale=guidance, output_type="latent",
-                           generator=[keyed_generator(cfg.seed, start + i) for i in range(len(batch))],
+        for batch in batches:
+            latents = pipe(class_labels=[labels[i] for i in batch] if pipe.num_classes else None,
+                           num_videos=len(batch), num_inference_steps=cfg.steps, guidance_scale=guidance,
+                           output_type="latent", generator=[keyed_generator(cfg.seed, i) for i in batch],
                            callback_on_step_end=tick).frames
             videos = pipe.decode_latents(latents)  # (B, 3, T, H, W) in [-1, 1]
-            yield to_uint8(videos[:, :, :cfg.num_frames].cpu())
+            yield batch, to_uint8(videos[:, :, :cfg.num_frames].cpu())
 
 
-def _held_out_synthetic(cfg: EvalConfig, resolution: int, count: int, classes: int, clip_frames: int):
-    """Synthetic clips of another seed than the training set's, as long as the clips the models were trained on."""
-    return build_dataset(DataConfig(name="synthetic", num_samples=count, num_frames=clip_frames,
-                                    resolution=resolution, synthetic_classes=classes or 16, seed=10_000 + cfg.seed))
-
-
-def _real_clips(cfg: EvalConfig, resolution: int, count: int, classes: int,
-                clip_frames: int) -> Iterator[torch.Tensor]:
-    """Real clips as the protocol cuts them: 16 frames from a seeded random start (Latte's stride 3); synthetic
-    clips are cut like the generated ones: the first 16 frames of a `clip_frames`-frame clip."""
-    if cfg.dataset == "synthetic":
-        data = _held_out_synthetic(cfg, resolution, count, classes, clip_frames)
-        for i in range(count):
-            yield data[i]["video"][:, :cfg.num_frames]
-        return
-    data = build_dataset(DataConfig(name=cfg.dataset, root=cfg.data_root, split="train" if cfg.dataset == "sky"
-                                    else "all", num_frames=1, resolution=resolution, clip_sampling="center"))
-    plan = real_clip_plan([s.num_frames for s in data.samples], count, cfg.num_frames, LATTE_REAL_FRAME_STRIDE,
-                          seed=cfg.seed)
-    for video_index, frames in plan:
-        yield frames_to_tensor(read_frames(data.samples[video_index].path, frames.tolist()), resolution)
-
-
-def _reconstruction_accuracy(pipe, detector, cfg: EvalConfig, resolution: int, count: int, classes: int,
-                             clip_frames: int) -> float:
-    """How often the detector recognises the class of held-out synthetic clips after a VAE round trip: the
-    ceiling for generated clips, which the same decoder makes; it tells a VAE that loses the class from a weak DiT."""
-    vae = pipe.vae
-    data = _held_out_synthetic(cfg, resolution, count, classes, clip_frames)
-
-    def reconstructions() -> Iterator[torch.Tensor]:
-        for start in range(0, count, cfg.batch_size):
-            x = torch.stack([data[i]["video"] for i in range(start, min(start + cfg.batch_size, count))])
-            with torch.no_grad():
-                z = vae.encode(x.to(vae.device, vae.dtype)).latent_dist.mean  # (B, d, T', h, w)
-                video = vae.decode(z, chunk_size=1).sample.clamp(-1, 1)  # (B, 3, T, H, W)
-            yield video[:, :, :cfg.num_frames].float().cpu()
-
-    probs = to_probabilities(detector_outputs(detector, reconstructions(), C3D_UCF101.call_kwargs, cfg.batch_size,
-                                              desc="reconstructions", total=count))
-    return classification_accuracy(probs, [data[i]["label"] for i in range(count)])
+def _score_generated(pipe, labels: list, cfg: EvalConfig, scores: _Scores) -> dict:
+    """Generate and score every video, each process its share; the main process gathers the detector outputs
+    in video order and keeps the first `videos_to_keep` of each class from its share for the sample files."""
+    state, kept = PartialState(), {}
+    with state.split_between_processes(list(range(len(labels)))) as mine:
+        for batch, videos in _generate(pipe, labels, mine, cfg):
+            scores.add(videos)
+            for i, video in zip(batch, videos):
+                if len(kept.setdefault(labels[i], [])) < cfg.videos_to_keep:
+                    kept[labels[i]].append(video.permute(1, 2, 3, 0))  # (T, H, W, 3)
+    scores.features = gather_object(scores.features)  # every process's batches, in rank (= video) order
+    scores.probs = gather_object(scores.probs)
+    return kept
 
 
 def _write_samples(kept: dict, names: list, out) -> None:
@@ -165,38 +153,103 @@ def _write_samples(kept: dict, names: list, out) -> None:
     save_grid(torch.stack([v[0] for v in kept.values()][:16]), out / "grid")
 
 
+def _reconstructions(vae, clips: ClipSet, cfg: EvalConfig) -> Iterator[torch.Tensor]:
+    """The VAE's round trip of `clips`, in batches, cut to the scored frames: float (B, 3, n, H, W)."""
+    batch = []
+    for clip in [*clips.read(), None]:
+        if clip is not None:
+            batch.append(clip)
+        if batch and (clip is None or len(batch) == cfg.batch_size):
+            x = torch.stack(batch).to(vae.device, vae.dtype)  # (B, 3, T, H, W)
+            with torch.no_grad():
+                video = vae.decode(vae.encode(x).latent_dist.mean, chunk_size=1).sample.clamp(-1, 1)
+            yield video[:, :, :cfg.num_frames].float().cpu()
+            batch = []
+
+
+class _RealSide:
+    """The real clip sets of one evaluation (module `real_stats`) and their cached statistics."""
+
+    def __init__(self, cfg: EvalConfig, scores: _Scores, resolution: int, count: int, classes: int, frames: int):
+        self.cfg, self.scores, self.count = cfg, scores, count
+        self.cache = StatisticsCache(cfg.stats_cache or detector_cache_dir(cfg.detector_cache) / "fvd_stats")
+        self.protocol = dict(metric=FVD2048_16F.name, frames=cfg.num_frames, resolution=resolution,
+                             detector=I3D.name if cfg.dataset != "synthetic" else "classifier")
+        self.cached: dict[str, bool] = {}
+        if cfg.dataset == "synthetic":  # held-out seeds, apart from the training set's
+            self.reference, _ = synthetic_clips(10_000 + cfg.seed, count, frames, resolution, classes)
+            self.disjoint, self.labels = synthetic_clips(20_000 + cfg.seed, count, frames, resolution, classes)
+            self.for_vae = self.disjoint
+        else:
+            clips = partial(benchmark_clips, cfg.dataset, cfg.data_root, cfg.seed, resolution)
+            self.reference = clips(cfg.num_frames, slice(0, count))
+            self.disjoint = clips(cfg.num_frames, slice(count, 2 * count))
+            self.for_vae = clips(frames, slice(count, 2 * count))
+
+    def statistics(self, name: str, clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
+        """Statistics of real `clips`, from the cache or computed (and stored) under their key."""
+        key = statistics_key(clips.identity, self.protocol, self.scores.sha256)
+        mu, sigma, hit = self.cache.statistics(
+            key, lambda: self.scores.fvd_features((clip[:, :self.cfg.num_frames] for clip in clips.read()),
+                                                  batch_size=self.cfg.batch_size, desc=name, total=clips.count),
+            {"clips": clips.identity, "protocol": self.protocol, "detector_sha256": self.scores.sha256})
+        self.cached[name] = hit
+        return mu, sigma
+
+
 def evaluate(cfg: EvalConfig) -> dict:
+    """Generate (on every process), score, and on the main process write <run>/eval/metrics.json."""
+    # Processes started by accelerate launch / torchrun join here; without an accelerator they need the CPU
+    # (gloo) backend, which accelerate only picks when told.
+    PartialState(cpu=not torch.accelerator.is_available())
     run = RunLayout(cfg.run)
-    pipe = load_pipeline(find_pipeline(cfg.run), cfg.scheduler, cfg.device, cfg.precision,
-                         cfg.vae_precision)
+    pipe = load_pipeline(find_pipeline(cfg.run), cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"
     num_fake = cfg.num_fake or (16 * max(k, 1) if synthetic else FVD2048_16F.num_fake)
     num_real = cfg.num_real or (num_fake if synthetic else FVD2048_16F.num_real)
     labels = [i % k for i in range(num_fake)] if k else [None] * num_fake
-    scores, kept = _detectors(cfg, run, pipe.transformer.device), {}
-    for start, videos in zip(range(0, num_fake, cfg.batch_size), _generate(pipe, labels, cfg)):
-        scores.add(videos)
-        for label, video in zip(labels[start:], videos):
-            if len(kept.setdefault(label, [])) < cfg.videos_to_keep:
-                kept[label].append(video.permute(1, 2, 3, 0))  # (T, H, W, 3)
-    real = detector_outputs(scores.fvd_detector, _real_clips(cfg, resolution, num_real, k, pipe.num_frames),
-                            I3D.call_kwargs, cfg.batch_size, desc="real clips", total=num_real)
-    fake = np.concatenate(scores.features)
-    results = {f"FVD ({len(real)} real / {len(fake)} generated)": fvd_from_features(real, fake)}
+    scores = _detectors(cfg, run, pipe.transformer.device)
+    kept = _score_generated(pipe, labels, cfg, scores)
+    if not PartialState().is_main_process:
+        return {}
+    real = _RealSide(cfg, scores, resolution, num_real, k, pipe.num_frames)
+    reference = real.statistics("real clips", real.reference)
+    floor = real.statistics("other real clips", real.disjoint)
+    recon = _reconstructions(pipe.vae, real.for_vae, cfg)  # the run's VAE: never cached
+    if synthetic and k:
+        recon = [to_uint8(video) for video in recon]  # scored twice: features, then classes
+    ceiling = feature_statistics(scores.fvd_features(iter(recon), batch_size=cfg.batch_size, desc="reconstructions",
+                                                     total=num_real))
+    fake = feature_statistics(np.concatenate(scores.features))
+    results = {f"FVD ({num_real} real / {num_fake} generated)": frechet_distance(*fake, *reference),
+               "FVD floor (real vs other real clips)": frechet_distance(*floor, *reference),
+               "FVD ceiling (VAE reconstructions)": frechet_distance(*ceiling, *reference)}
     if scores.probs:
         probs = np.concatenate(scores.probs)
         mean, std = inception_score_from_probs(probs, num_splits=min(ISV2048_UCF.num_splits, len(probs)))
         results["IS"] = {"mean": mean, "std": std}
         if synthetic and k:
             results["class accuracy"] = classification_accuracy(probs, labels)
-            results["class accuracy of VAE reconstructions"] = _reconstruction_accuracy(
-                pipe, scores.is_detector, cfg, resolution, num_real, k, pipe.num_frames)
+            results["class accuracy of VAE reconstructions"] = classification_accuracy(
+                scores.class_probs(recon, batch_size=cfg.batch_size), real.labels)
             results["chance"] = 1.0 / k
     _write_samples(kept, pipe.class_names, run.eval_samples)
     report = {"results": results, "detector_note": scores.note, "dataset": cfg.dataset, "num_fake": num_fake,
-              "samples_dir": str(run.eval_samples), "config": dataclasses.asdict(cfg)}
+              "samples_dir": str(run.eval_samples), "protocol": _protocol(cfg, pipe, real, num_fake, num_real),
+              "config": dataclasses.asdict(cfg)}
     write_json(run.metrics, {**report, "results": {k: None if isinstance(v, float) and math.isnan(v) else v
                                                    for k, v in results.items()}})
     return report
+
+
+def _protocol(cfg: EvalConfig, pipe, real: _RealSide, num_fake: int, num_real: int) -> dict:
+    """Everything a number depends on, so it can be re-derived."""
+    guidance = cfg.guidance_scale if cfg.guidance_scale is not None else pipe.default_guidance_scale
+    return {**real.protocol, "num_real": num_real, "num_fake": num_fake, "dataset": cfg.dataset,
+            "split": real.reference.identity.get("split", "held-out synthetic"),
+            "real_frame_stride": real.reference.identity.get("stride", 1), "real_clip_seed": cfg.seed,
+            "detector_sha256": real.scores.sha256, "sampler": cfg.scheduler, "steps": cfg.steps,
+            "guidance_scale": guidance, "guidance_channels": pipe.config.guidance_channels, "seed": cfg.seed,
+            "processes": PartialState().num_processes, "real_statistics_from_cache": real.cached}

@@ -1,0 +1,98 @@
+"""The real side of FVD: the real clip sets, their detector statistics cached on disk, and the two reference
+points printed beside every FVD.
+
+- `reference`: the protocol's real clips (StyleGAN-V: the first N usable videos, one seeded clip each), the set
+  every FVD of a generated set is measured against.
+- `disjoint`: the next N clips of the same plan. FVD(disjoint, reference) is the floor: what a perfect generator
+  would score with this many clips.
+- `reconstructed`: clips like `disjoint` but long enough for the VAE (1 + 4k frames), coded and decoded by the
+  run's VAE. FVD(reconstructed, reference) is the VAE's ceiling: no DiT decoded by this VAE does better.
+
+Statistics (float64 mean and biased covariance) are stored under sha256(clip list, protocol, detector file
+sha256), so they are reused by any run on the same data and detector and recomputed when one of them changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from ..common.files import atomic_write, write_json
+from ..data import DataConfig, build_dataset, read_frames
+from ..data.clips import frames_to_tensor
+from .metrics import LATTE_REAL_FRAME_STRIDE, feature_statistics, real_clip_plan
+
+
+@dataclass
+class ClipSet:
+    """Real clips: `identity` names them exactly (JSON), `read()` yields float (3, T, H, W) in [-1, 1]."""
+
+    identity: dict
+    count: int
+    read: Callable[[], Iterator[torch.Tensor]]
+
+
+def synthetic_clips(seed: int, count: int, frames: int, resolution: int, classes: int) -> tuple[ClipSet, list]:
+    """Held-out synthetic clips (seeds apart from the training set's) and their labels."""
+    settings = dict(name="synthetic", num_samples=count, num_frames=frames, resolution=resolution,
+                    synthetic_classes=classes or 16, seed=seed)
+    data = build_dataset(DataConfig(**settings))
+    clips = ClipSet(settings, count, lambda: (data[i]["video"] for i in range(count)))
+    return clips, [data[i]["label"] for i in range(count)]
+
+
+def benchmark_clips(dataset: str, root: str, seed: int, resolution: int, frames: int,
+                    part: slice) -> ClipSet:
+    """`part` of the plan of real clips of `frames` frames (Latte's stride 3) of UCF-101 (all videos) or
+    SkyTimelapse (train split), in the protocol's order."""
+    split = "train" if dataset == "sky" else "all"
+    data = build_dataset(DataConfig(name=dataset, root=root, split=split, num_frames=1, resolution=resolution,
+                                    clip_sampling="center"))
+    plan = real_clip_plan([s.num_frames for s in data.samples], part.stop, frames, LATTE_REAL_FRAME_STRIDE,
+                          seed=seed)[part]
+    paths = [Path(data.samples[i].path) for i, _ in plan]
+    identity = dict(dataset=dataset, split=split, resolution=resolution, frames=frames,
+                    stride=LATTE_REAL_FRAME_STRIDE, seed=seed,
+                    clips=[[str(p.relative_to(root)), idx.tolist()] for p, (_, idx) in zip(paths, plan)])
+
+    def read() -> Iterator[torch.Tensor]:
+        for path, (_, idx) in zip(paths, plan):
+            yield frames_to_tensor(read_frames(path, idx.tolist()), resolution)
+
+    return ClipSet(identity, len(plan), read)
+
+
+def statistics_key(identity: dict, protocol: dict, detector_sha256: str) -> str:
+    blob = json.dumps({"clips": identity, "protocol": protocol, "detector": detector_sha256}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class StatisticsCache:
+    """Feature statistics on disk, one `<key>.npz` (+ `<key>.json`, what it was computed from) per clip set."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder).expanduser()
+
+    def statistics(self, key: str, features: Callable[[], np.ndarray],
+                   describe: dict) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(mean, covariance, whether they came from the cache); computed from `features()` on a miss."""
+        path = self.folder / f"{key}.npz"
+        if path.is_file():
+            with np.load(path) as stored:
+                return stored["mu"], stored["sigma"], True
+        mu, sigma = feature_statistics(features())
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a temporary name
+                np.savez(f, mu=mu, sigma=sigma)
+
+        atomic_write(path, save)
+        write_json(self.folder / f"{key}.json", {**describe, "key": key})
+        return mu, sigma, False
