@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from pipelines.common.config import load_config
+from pipelines.training.run_config import RunConfig as TrainingConfig
 from pipelines.common.errors import ConfigError
 from pipelines.data import (
     UCF101,
@@ -356,6 +357,9 @@ def test_data_config_loads_as_a_section(tmp_path):
         load_config(RunConfig, None, ["data.name=ucf101"])
     with pytest.raises(ConfigError, match="random_flip"):
         load_config(RunConfig, None, ["data.random_flip=true"])
+    # YAML 1.1's boolean words stay words on the command line, and boolean keys accept them
+    assert load_config(TrainingConfig, None, ["mixed_precision=no"]).mixed_precision == "no"
+    assert load_config(RunConfig, None, ["data.name=folder", "data.root=x", "data.random_flip=yes"]).data.random_flip
 
 
 def test_build_synthetic_and_vae_frame_rule():

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipelines.common.cli import parse_cli
 from pipelines.common.errors import ConfigError
 from pipelines.common.layout import TrainingRunLayout
+from pipelines.training import accelerator as setup
 from pipelines.training.accelerator import deepspeed_safe_parameters, setup_accelerator, state_checksum
 from pipelines.training.batches import EpochSeededDataset, endless_batches
 from pipelines.training.checkpoints import Checkpoints
@@ -285,3 +286,11 @@ def test_deepspeed_safe_parameters_keep_values_and_outputs():
     deepspeed_safe_parameters(model)
     assert all(p.is_contiguous() and p.ndim >= 1 for p in model.parameters())
     assert torch.equal(model(x, sample_posterior=False).sample, before)
+
+
+@pytest.mark.parametrize("bf16_rate,expected", [(4.0, "bf16"), (1.2, "no")])
+def test_auto_precision_takes_bfloat16_only_where_it_is_measured_faster(monkeypatch, bf16_rate, expected):
+    monkeypatch.setattr(setup, "matmul_flops_per_second",
+                        lambda device, dtype, n: bf16_rate if dtype == torch.bfloat16 else 1.0)
+    cfg = parse_cli(RunConfig, ["mixed_precision=auto"])
+    assert setup.resolve_mixed_precision(cfg) == expected and cfg.mixed_precision == expected

@@ -61,6 +61,8 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if annotation is bool and isinstance(value, str) and value.lower() in YAML11_BOOLEANS:
+        return YAML11_BOOLEANS[value.lower()]
     if annotation in (int, float, str, bool) and not isinstance(value, annotation):
         raise ConfigError(f"config key '{name}' expects {annotation.__name__}, got {value!r}")
     if annotation is int and isinstance(value, bool):
@@ -95,6 +97,11 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+# YAML 1.1 reads these words as booleans; on the command line they stay words (as in YAML 1.2), so that
+# `mixed_precision=no` means "no", and boolean keys accept them (`_coerce`).
+YAML11_BOOLEANS = {"yes": True, "no": False, "on": True, "off": False, "y": True, "n": False}
+
+
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
     """Turn `["a=1", "data.root=/x"]` into a nested dict; values are parsed as YAML scalars."""
     tree: dict[str, Any] = {}
@@ -102,7 +109,9 @@ def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' must look like key=value (for example max_steps=100)")
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        word = raw.strip()
+        value = word if word.lower() in YAML11_BOOLEANS else yaml.safe_load(raw) if word else None
+        _set_dotted(tree, key.strip(), value)
     return tree
 
 

@@ -17,7 +17,7 @@ class RunConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 4  # per process and micro-step
     gradient_accumulation_steps: int = 1
-    mixed_precision: str = "no"  # no | bf16 | fp16
+    mixed_precision: str = "no"  # no | bf16 | fp16 | auto (bf16 where it is measured faster, else no)
     num_workers: int = 0
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"  # constant | cosine (to min_learning_rate at max_steps); both after warm-up
@@ -38,7 +38,7 @@ class RunConfig:
         for key in ("num_workers", "lr_warmup_steps", "checkpoint_every", "grad_clip", "min_learning_rate"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        choices = {"mixed_precision": ("no", "bf16", "fp16"), "lr_schedule": LR_SCHEDULES,
+        choices = {"mixed_precision": ("no", "bf16", "fp16", "auto"), "lr_schedule": LR_SCHEDULES,
                    "report_to": ("tensorboard", "none")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
