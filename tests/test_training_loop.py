@@ -292,5 +292,6 @@ def test_deepspeed_safe_parameters_keep_values_and_outputs():
 def test_auto_precision_takes_bfloat16_only_where_it_is_measured_faster(monkeypatch, bf16_rate, expected):
     monkeypatch.setattr(setup, "matmul_flops_per_second",
                         lambda device, dtype, n: bf16_rate if dtype == torch.bfloat16 else 1.0)
-    cfg = parse_cli(RunConfig, ["mixed_precision=auto"])
-    assert setup.resolve_mixed_precision(cfg) == expected and cfg.mixed_precision == expected
+    precision, note = setup.resolve_mixed_precision(parse_cli(RunConfig, ["mixed_precision=auto"]).mixed_precision)
+    assert precision == expected and f"auto: {expected} (a bfloat16 matmul runs {bf16_rate:.1f}x" in note
+    assert setup.resolve_mixed_precision("no") == ("no", "")

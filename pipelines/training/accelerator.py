@@ -7,7 +7,7 @@ import hashlib
 from typing import Iterable
 
 import torch
-from accelerate import Accelerator, PartialState
+from accelerate import Accelerator
 from accelerate.utils import (DataLoaderConfiguration, DistributedType, GradientAccumulationPlugin, ProjectConfiguration,
                               gather_object, set_seed)
 
@@ -22,23 +22,24 @@ from .run_config import RunConfig
 AUTO_BF16_SPEEDUP = 1.5
 
 
-def resolve_mixed_precision(cfg: RunConfig) -> str:
-    """cfg.mixed_precision, with "auto" replaced (in cfg too, so the saved config says what ran) by "bf16" or
-    "no" as measured on this process's device."""
-    if cfg.mixed_precision == "auto":
-        device = PartialState().device
-        speedup = (matmul_flops_per_second(device, torch.bfloat16, n=1024)
-                   / matmul_flops_per_second(device, torch.float32, n=1024))
-        cfg.mixed_precision = "bf16" if speedup >= AUTO_BF16_SPEEDUP else "no"
-        PartialState().print(f"mixed_precision=auto: {cfg.mixed_precision} (a bfloat16 matmul runs {speedup:.1f}x "
-                             f"a float32 one on {device})")
-    return cfg.mixed_precision
+def resolve_mixed_precision(requested: str) -> tuple[str, str]:
+    """(the precision to run, a line saying why): "auto" becomes "bf16" or "no" as measured on this machine's
+    accelerator (or CPU), the rest stays. Measured before accelerate's state exists, which must first learn
+    from the launcher whether the processes run on CPUs; the threshold is far from what real devices measure,
+    so every process decides alike."""
+    if requested != "auto":
+        return requested, ""
+    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    speedup = (matmul_flops_per_second(device, torch.bfloat16, n=1024)
+               / matmul_flops_per_second(device, torch.float32, n=1024))
+    precision = "bf16" if speedup >= AUTO_BF16_SPEEDUP else "no"
+    return precision, f"mixed_precision=auto: {precision} (a bfloat16 matmul runs {speedup:.1f}x a float32 one)"
 
 
 def setup_accelerator(cfg: RunConfig, project: str) -> Accelerator:
     """An Accelerator for `cfg`: its accumulation, precision, seeded data order and trackers; saves the config."""
     layout = TrainingRunLayout(cfg.output_dir)
-    resolve_mixed_precision(cfg)
+    cfg.mixed_precision, note = resolve_mixed_precision(cfg.mixed_precision)  # the saved config says what ran
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         # A step is always `gradient_accumulation_steps` micro-steps, also across an epoch's end: that keeps
@@ -51,6 +52,8 @@ def setup_accelerator(cfg: RunConfig, project: str) -> Accelerator:
         # Schedules count optimizer steps, whatever the number of processes.
         step_scheduler_with_optimizer=False,
     )
+    if note:
+        accelerator.print(note)
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _configure_deepspeed(accelerator, cfg)
     set_seed(cfg.seed)  # same seed on every process: replicas start identical, DDP keeps them so
