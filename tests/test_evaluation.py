@@ -20,11 +20,14 @@ from pipelines.common.layout import RunLayout
 from pipelines.common.pixels import to_uint8
 from pipelines.common.seeding import keyed_generator
 from pipelines.data import SyntheticVideoDataset
-from pipelines.evaluation import generation, metrics
+from pipelines.data import build_dataset
+from pipelines.evaluation import generation, metrics, real_stats
+from pipelines.evaluation.metrics import real_clip_plan
 from pipelines.evaluation.classifier import ClassifierDetector, VideoClassifier
 from pipelines.evaluation.generation import EvalConfig, evaluate
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
 from pipelines.evaluation.report import record, summary
+from test_data import coded_frames, write_avi
 from vae import build_autoencoder
 
 
@@ -185,3 +188,25 @@ def test_two_processes_give_the_videos_and_scores_of_one(run, tmp_path):
     two = json.loads(run.metrics.read_text())
     assert two["protocol"]["processes"] == 2
     assert numbers(two["results"]) == pytest.approx(numbers(one), rel=1e-4)  # batches differ: float rounding
+
+
+def test_benchmark_clip_sets_are_the_protocol_plan_and_disjoint(tmp_path, monkeypatch):
+    """UCF-101 layout: the reference set is the protocol's first clips, the floor's set the next ones, the
+    ceiling's set the same videos as the floor's, long enough for the VAE; the data set is indexed once."""
+    root = tmp_path / "UCF-101"
+    for c, name in enumerate(["Basketball", "YoYo"]):
+        for g in (1, 2):
+            write_avi(root / f"{name}/v_{name}_g{g:02d}_c01.avi", coded_frames(20, start=30 * c + 10 * g))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the data index cache
+    built = []
+    monkeypatch.setattr(real_stats, "build_dataset", lambda cfg: built.append(cfg) or build_dataset(cfg))
+    reference, other, for_vae = real_stats.benchmark_clips(
+        "ucf101", str(root), 0, 16, [(4, slice(0, 2)), (4, slice(2, 4)), (5, slice(2, 4))])
+    assert len(built) == 1 and (reference.count, other.count, for_vae.count) == (2, 2, 2)
+    lengths = [20] * 4
+    assert [idx for _, idx in reference.identity["clips"]] == [p.tolist() for _, p in real_clip_plan(
+        lengths, 2, 4, 3, seed=0)]
+    videos = lambda clips: {path for path, _ in clips.identity["clips"]}  # noqa: E731
+    assert not videos(reference) & videos(other) and videos(other) == videos(for_vae)
+    clips = list(for_vae.read())
+    assert len(clips) == 2 and clips[0].shape == (3, 5, 16, 16)

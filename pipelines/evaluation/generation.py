@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import partial
+from itertools import islice
 from typing import Iterator, Optional
 
 import numpy as np
@@ -155,23 +155,19 @@ def _write_samples(kept: dict, names: list, out) -> None:
 
 def _reconstructions(vae, clips: ClipSet, cfg: EvalConfig) -> Iterator[torch.Tensor]:
     """The VAE's round trip of `clips`, in batches, cut to the scored frames: float (B, 3, n, H, W)."""
-    batch = []
-    for clip in [*clips.read(), None]:
-        if clip is not None:
-            batch.append(clip)
-        if batch and (clip is None or len(batch) == cfg.batch_size):
-            x = torch.stack(batch).to(vae.device, vae.dtype)  # (B, 3, T, H, W)
-            with torch.no_grad():
-                video = vae.decode(vae.encode(x).latent_dist.mean, chunk_size=1).sample.clamp(-1, 1)
-            yield video[:, :, :cfg.num_frames].float().cpu()
-            batch = []
+    source = clips.read()  # streamed: a benchmark's 2048 clips do not fit in memory at once
+    while batch := list(islice(source, cfg.batch_size)):
+        x = torch.stack(batch).to(vae.device, vae.dtype)  # (B, 3, T, H, W)
+        with torch.no_grad():
+            video = vae.decode(vae.encode(x).latent_dist.mean, chunk_size=1).sample.clamp(-1, 1)
+        yield video[:, :, :cfg.num_frames].float().cpu()
 
 
 class _RealSide:
     """The real clip sets of one evaluation (module `real_stats`) and their cached statistics."""
 
     def __init__(self, cfg: EvalConfig, scores: _Scores, resolution: int, count: int, classes: int, frames: int):
-        self.cfg, self.scores, self.count = cfg, scores, count
+        self.cfg, self.scores = cfg, scores
         self.cache = StatisticsCache(cfg.stats_cache or detector_cache_dir(cfg.detector_cache) / "fvd_stats")
         self.protocol = dict(metric=FVD2048_16F.name, frames=cfg.num_frames, resolution=resolution,
                              detector=I3D.name if cfg.dataset != "synthetic" else "classifier")
@@ -181,10 +177,10 @@ class _RealSide:
             self.disjoint, self.labels = synthetic_clips(20_000 + cfg.seed, count, frames, resolution, classes)
             self.for_vae = self.disjoint
         else:
-            clips = partial(benchmark_clips, cfg.dataset, cfg.data_root, cfg.seed, resolution)
-            self.reference = clips(cfg.num_frames, slice(0, count))
-            self.disjoint = clips(cfg.num_frames, slice(count, 2 * count))
-            self.for_vae = clips(frames, slice(count, 2 * count))
+            self.reference, self.disjoint, self.for_vae = benchmark_clips(
+                cfg.dataset, cfg.data_root, cfg.seed, resolution,
+                [(cfg.num_frames, slice(0, count)), (cfg.num_frames, slice(count, 2 * count)),
+                 (frames, slice(count, 2 * count))])
 
     def statistics(self, name: str, clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
         """Statistics of real `clips`, from the cache or computed (and stored) under their key."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -47,25 +48,29 @@ def synthetic_clips(seed: int, count: int, frames: int, resolution: int, classes
     return clips, [data[i]["label"] for i in range(count)]
 
 
-def benchmark_clips(dataset: str, root: str, seed: int, resolution: int, frames: int,
-                    part: slice) -> ClipSet:
-    """`part` of the plan of real clips of `frames` frames (Latte's stride 3) of UCF-101 (all videos) or
-    SkyTimelapse (train split), in the protocol's order."""
+def benchmark_clips(dataset: str, root: str, seed: int, resolution: int,
+                    parts: list[tuple[int, slice]]) -> list[ClipSet]:
+    """For each (frames, part): that part of the plan of real clips of `frames` frames (Latte's stride 3) of
+    UCF-101 (all videos) or SkyTimelapse (train split), in the protocol's order. The data set is indexed once."""
     split = "train" if dataset == "sky" else "all"
     data = build_dataset(DataConfig(name=dataset, root=root, split=split, num_frames=1, resolution=resolution,
                                     clip_sampling="center"))
-    plan = real_clip_plan([s.num_frames for s in data.samples], part.stop, frames, LATTE_REAL_FRAME_STRIDE,
-                          seed=seed)[part]
-    paths = [Path(data.samples[i].path) for i, _ in plan]
-    identity = dict(dataset=dataset, split=split, resolution=resolution, frames=frames,
-                    stride=LATTE_REAL_FRAME_STRIDE, seed=seed,
-                    clips=[[str(p.relative_to(root)), idx.tolist()] for p, (_, idx) in zip(paths, plan)])
+    lengths = [s.num_frames for s in data.samples]
+    sets = []
+    for frames, part in parts:
+        plan = real_clip_plan(lengths, part.stop, frames, LATTE_REAL_FRAME_STRIDE, seed=seed)[part]
+        clips = [(Path(data.samples[i].path), idx.tolist()) for i, idx in plan]
+        identity = dict(dataset=dataset, split=split, resolution=resolution, frames=frames,
+                        stride=LATTE_REAL_FRAME_STRIDE, seed=seed,
+                        clips=[[str(path.relative_to(root)), idx] for path, idx in clips])
+        read = partial(_read_clips, clips, resolution)
+        sets.append(ClipSet(identity, len(clips), read))
+    return sets
 
-    def read() -> Iterator[torch.Tensor]:
-        for path, (_, idx) in zip(paths, plan):
-            yield frames_to_tensor(read_frames(path, idx.tolist()), resolution)
 
-    return ClipSet(identity, len(plan), read)
+def _read_clips(clips: list[tuple[Path, list[int]]], resolution: int) -> Iterator[torch.Tensor]:
+    for path, idx in clips:
+        yield frames_to_tensor(read_frames(path, idx), resolution)
 
 
 def statistics_key(identity: dict, protocol: dict, detector_sha256: str) -> str:
