@@ -7,9 +7,9 @@ import hashlib
 from typing import Iterable
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import (DataLoaderConfiguration, DistributedType, GradientAccumulationPlugin, ProjectConfiguration,
-                              gather_object, set_seed)
+                              broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
 
 from ..common.config import save_config, to_dict
 from ..common.layout import TrainingRunLayout
@@ -23,17 +23,21 @@ AUTO_BF16_SPEEDUP = 1.5
 
 
 def resolve_mixed_precision(requested: str) -> tuple[str, str]:
-    """(the precision to run, a line saying why): "auto" becomes "bf16" or "no" as measured on this machine's
-    accelerator (or CPU), the rest stays. Measured before accelerate's state exists, which must first learn
-    from the launcher whether the processes run on CPUs; the threshold is far from what real devices measure,
-    so every process decides alike."""
+    """(the precision to run, a line saying why): "auto" becomes "bf16" or "no" as the main process measures on
+    its device, and every process runs that decision; the rest stays."""
     if requested != "auto":
         return requested, ""
-    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
-    speedup = (matmul_flops_per_second(device, torch.bfloat16, n=1024)
-               / matmul_flops_per_second(device, torch.float32, n=1024))
-    precision = "bf16" if speedup >= AUTO_BF16_SPEEDUP else "no"
-    return precision, f"mixed_precision=auto: {precision} (a bfloat16 matmul runs {speedup:.1f}x a float32 one)"
+    # The state exactly as the Accelerator will make it (CPU processes of a launcher need the flag to find
+    # each other), made first so that the main process can measure and tell the others.
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    decision = [None, None]
+    if state.is_main_process:
+        speedup = (matmul_flops_per_second(state.device, torch.bfloat16, n=1024)
+                   / matmul_flops_per_second(state.device, torch.float32, n=1024))
+        precision = "bf16" if speedup >= AUTO_BF16_SPEEDUP else "no"
+        decision = [precision, f"mixed_precision=auto: {precision} (a bfloat16 matmul runs {speedup:.1f}x a "
+                               f"float32 one)"]
+    return tuple(broadcast_object_list(decision))
 
 
 def setup_accelerator(cfg: RunConfig, project: str) -> Accelerator:
