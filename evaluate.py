@@ -27,7 +27,7 @@ FLAGS = {
     "num_fake": "generated videos (default: 2048; synthetic: 16 per class)",
     "num_real": "real clips (default: 2048; synthetic: as many as generated)",
     "steps": "denoising steps (default 100)",
-    "scheduler": "ddpm (default), ddim or dpm",
+    "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
     "guidance_scale": "default: the run's",
     "batch_size": "videos per batch (default 32)",
     "seed": "random seed (default 0)",

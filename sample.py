@@ -18,7 +18,7 @@ FLAGS = {
     "run": "run folder or saved pipeline (default: the newest under runs/)",
     "num_videos": "videos to generate (default 4)",
     "seed": "random seed (default 0)",
-    "scheduler": "ddpm (default), ddim or dpm",
+    "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
     "steps": "denoising steps (default 250)",
     "guidance_scale": "classifier-free guidance on the noise (default: the run's, else 1 = none)",
     "output_dir": "where the videos go (default: <run>/samples/class_<k>)",

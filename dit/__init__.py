@@ -1,9 +1,12 @@
-"""Latte-style video diffusion transformer, its noise schedule and its IDDPM training loss."""
+"""Latte-style video diffusion transformer, its noise schedules and its training objectives."""
 
 from .diffusion import diffusion_loss
 from .model import LatteDiT
+from .objectives import OBJECTIVES, make_objective
 from .presets import DIT_PRESETS
-from .schedule import NOISE_SCHEDULE, SCHEDULERS, make_scheduler, training_scheduler
+from .schedule import (NOISE_SCHEDULE, OBJECTIVE_SCHEDULERS, SCHEDULERS, make_scheduler, objective_of,
+                       scheduler_name, training_scheduler)
 
-__all__ = ["DIT_PRESETS", "NOISE_SCHEDULE", "SCHEDULERS", "LatteDiT", "diffusion_loss", "make_scheduler",
+__all__ = ["DIT_PRESETS", "NOISE_SCHEDULE", "OBJECTIVES", "OBJECTIVE_SCHEDULERS", "SCHEDULERS", "LatteDiT",
+           "diffusion_loss", "make_objective", "make_scheduler", "objective_of", "scheduler_name",
            "training_scheduler"]

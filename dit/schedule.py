@@ -1,27 +1,51 @@
-"""The noise schedule Latte trains and samples with, and the diffusers schedulers that follow it.
+"""The noise schedules the DiT trains and samples with, and the diffusers schedulers that follow them.
 
-One schedule for both: linear betas 1e-4..0.02 over 1000 steps. DDPM with `variance_type="learned_range"` uses
-the DiT's learned variance (IDDPM's interpolation, respaced correctly); DDIM and DPM-Solver take the noise
-prediction only. No sample clipping: latents are not bounded like pixels.
+Two objectives (`dit.objectives`), one schedule each:
+- "iddpm" (Latte's): linear betas 1e-4..0.02 over 1000 steps. DDPM with `variance_type="learned_range"` uses
+  the DiT's learned variance (IDDPM's interpolation, respaced correctly); DDIM and DPM-Solver take the noise
+  prediction only. No sample clipping: latents are not bounded like pixels.
+- "flow" (rectified flow, as SD3): x_t = (1 - s) x0 + s noise at timestep 1000 s, sampled by Euler steps on the
+  predicted velocity.
 """
 
 from __future__ import annotations
 
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
-NOISE_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
-SCHEDULERS = ("ddpm", "ddim", "dpm")
+NUM_TRAIN_TIMESTEPS = 1000
+NOISE_SCHEDULE = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
+# The samplers of each objective; the first is the one a trained run's pipeline is saved with.
+OBJECTIVE_SCHEDULERS = {"iddpm": ("ddpm", "ddim", "dpm"), "flow": ("euler",)}
+SCHEDULERS = tuple(name for names in OBJECTIVE_SCHEDULERS.values() for name in names)
+_CLASSES = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+            "euler": FlowMatchEulerDiscreteScheduler}
 
 
 def make_scheduler(name: str = "ddpm"):
-    """The scheduler `name` over the training noise schedule; "ddpm" is also the training process."""
+    """The scheduler `name` over its objective's training schedule; "ddpm" is also Latte's training process."""
     if name == "ddpm":
         return DDPMScheduler(**NOISE_SCHEDULE, variance_type="learned_range", clip_sample=False)
     if name == "ddim":
         return DDIMScheduler(**NOISE_SCHEDULE, clip_sample=False, set_alpha_to_one=False)
     if name == "dpm":
         return DPMSolverMultistepScheduler(**NOISE_SCHEDULE)
+    if name == "euler":
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
     raise ValueError(f"unknown scheduler '{name}': choose one of {', '.join(SCHEDULERS)}")
+
+
+def scheduler_name(scheduler) -> str:
+    """The name `make_scheduler` knows `scheduler` by."""
+    for name, cls in _CLASSES.items():
+        if type(scheduler) is cls:
+            return name
+    raise ValueError(f"{type(scheduler).__name__} is not one of the schedulers this project samples with")
+
+
+def objective_of(scheduler) -> str:
+    """The training objective whose model `scheduler` samples: "iddpm" or "flow"."""
+    name = scheduler_name(scheduler)
+    return next(obj for obj, names in OBJECTIVE_SCHEDULERS.items() if name in names)
 
 
 def training_scheduler() -> DDPMScheduler:

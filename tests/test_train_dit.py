@@ -11,12 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import sample
 import train_dit
-from pipelines.training import dit_trainer as train_dit_module
+from dit.objectives import IDDPM
 from accelerate.state import AcceleratorState, GradientState
 from diffusers import AutoencoderKL
-from dit import LatteDiT
+from dit import LatteDiT, scheduler_name
 from pipelines import LatteVideoPipeline
+from pipelines.common.errors import ConfigError
+from pipelines.inference.loading import load_pipeline
 from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.latent_cache import LatentDataset
 from pipelines.training.latent_cache import main as cache_main
@@ -65,8 +68,24 @@ def test_cli_trains_and_exports_a_pipeline(cache, tmp_path):
     assert (out / "samples" / "step_00000003.png").is_file()
 
 
-def test_interrupted_and_resumed_equals_uninterrupted(cache, tmp_path, monkeypatch):
-    common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "ema_decay=0.9", "log_every=2"]
+def test_a_rectified_flow_run_exports_a_pipeline_that_samples_with_its_scheduler(cache, tmp_path, capsys):
+    out = tmp_path / "run"
+    summary = run(*tiny(cache, out), "max_steps=2", "log_every=1", "objective=flow")
+    assert set(summary["logs"]) >= {"loss/total", "loss/mse"} and "loss/vb" not in summary["logs"]
+    assert LatteDiT.from_pretrained(out / "dit").config.learn_sigma is False  # the velocity only: C channels
+    pipe = load_pipeline(out / "pipeline", device="cpu")
+    assert scheduler_name(pipe.scheduler) == "euler"
+    with pytest.raises(ConfigError, match="trained with the flow objective: its schedulers are euler, not ddpm"):
+        load_pipeline(out / "pipeline", "ddpm", device="cpu")
+    assert sample.main(["--run", str(out), "--prompt-class", "1", "--num-videos", "1", "--steps", "3", "--device",
+                        "cpu", "--output-dir", str(tmp_path / "videos")]) == 0
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 1
+
+
+@pytest.mark.parametrize("objective", ["iddpm", "flow"])
+def test_interrupted_and_resumed_equals_uninterrupted(cache, tmp_path, monkeypatch, objective):
+    common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "ema_decay=0.9", "log_every=2",
+              f"objective={objective}"]
     run(*tiny(cache, tmp_path / "straight"), *common)
     save = Checkpoints.save
 
@@ -95,13 +114,13 @@ def test_mismatched_cache_and_missing_cache_are_refused(cache, tmp_path, capsys)
 
 def test_the_dit_is_trained_on_normalised_latents(cache, tmp_path, monkeypatch):
     seen = []
-    real_loss = train_dit_module.diffusion_loss
+    real_loss = IDDPM.loss
 
-    def spy(model_output, x0, noise, timesteps, scheduler):
+    def spy(self, model_output, x0, noise, timesteps):
         seen.append(x0)
-        return real_loss(model_output, x0, noise, timesteps, scheduler)
+        return real_loss(self, model_output, x0, noise, timesteps)
 
-    monkeypatch.setattr(train_dit_module, "diffusion_loss", spy)
+    monkeypatch.setattr(IDDPM, "loss", spy)
     run(*tiny(cache, tmp_path / "norm"), "max_steps=1", "sample_latents=false", "batch_size=24")
     latents = LatentDataset(cache / "latents")
     raw = torch.stack([latents[i]["mean"] for i in range(len(latents))])

@@ -6,6 +6,7 @@ frame asked for, so a short clip from the start of a long video never decodes th
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -63,9 +64,11 @@ def list_frame_files(folder: str | Path) -> list[str]:
     return [os.path.join(folder, n) for n in sorted(names, key=_frame_sort_key)]
 
 
-def _open(path: str | Path) -> av.container.InputContainer:
+def _open(path: str | Path | bytes, name: str = "") -> av.container.InputContainer:
+    source, path = path, name or path
     try:
-        container = av.open(str(path))
+        # Bytes are a whole encoded video (a `datasets` row, a tar member): PyAV demuxes from memory.
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoReadError(f"cannot open video {path}: {err}") from err
     if not container.streams.video:
@@ -88,16 +91,17 @@ def _decodes(packet, path, codec_context=None) -> bool:
         raise VideoReadError(f"cannot decode video {path}: {err}") from err
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: str | Path | bytes, name: str = "") -> VideoInfo:
     """Count the frames of a video file by demuxing it once (no decoding past the first frame).
 
     The header's count (`stream.frames`) is 0 for some containers and stays at the full length in a truncated
     AVI, so the count is that of the packets actually present; fewer packets than the header promises means the
     file is truncated. Empty packets (AVI's dropped-frame entries) count towards the header's number but are
-    not frames. The first frame is decoded to make sure the stream is decodable at all.
+    not frames. The first frame is decoded to make sure the stream is decodable at all. `path` may be the
+    encoded bytes of a video; `name` then says which in messages.
     Raises VideoReadError (reason "unreadable" or "truncated").
     """
-    container = _open(path)
+    container, path = _open(path, name), name or path
     try:
         stream = container.streams.video[0]
         header_frames = stream.frames
@@ -155,8 +159,9 @@ def _check_indices(indices: Sequence[int]) -> list[int]:
     return indices
 
 
-def read_video_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
-    """Decode the frames at `indices` (any order, repeats allowed) of a video file.
+def read_video_frames(path: str | Path | bytes, indices: Sequence[int], name: str = "") -> np.ndarray:
+    """Decode the frames at `indices` (any order, repeats allowed) of a video file (or its bytes, `name` naming
+    them in messages).
 
     Returns uint8 (len(indices), H, W, 3). Decoding stops after the largest index.
     Raises VideoReadError (reason "truncated") when the video ends before that frame.
@@ -164,7 +169,7 @@ def read_video_frames(path: str | Path, indices: Sequence[int]) -> np.ndarray:
     indices = _check_indices(indices)
     wanted, last = set(indices), max(indices)
     found: dict[int, np.ndarray] = {}
-    container = _open(path)
+    container, path = _open(path, name), name or path
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"

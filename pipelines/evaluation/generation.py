@@ -23,6 +23,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
+from dit import scheduler_name
+
 from ..common.errors import ConfigError
 from ..common.files import write_json
 from ..common.layout import RunLayout
@@ -47,7 +49,7 @@ class EvalConfig:
     num_fake: Optional[int] = None  # None: the protocol's 2048 (synthetic: 16 per class)
     num_real: Optional[int] = None  # None: 2048 (synthetic: as many as generated)
     steps: int = 100
-    scheduler: str = "ddpm"
+    scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     guidance_scale: Optional[float] = None  # None: the run's default
     batch_size: int = 32
     seed: int = 0
@@ -246,6 +248,6 @@ def _protocol(cfg: EvalConfig, pipe, real: _RealSide, num_fake: int, num_real: i
     return {**real.protocol, "num_real": num_real, "num_fake": num_fake, "dataset": cfg.dataset,
             "split": real.reference.identity.get("split", "held-out synthetic"),
             "real_frame_stride": real.reference.identity.get("stride", 1), "real_clip_seed": cfg.seed,
-            "detector_sha256": real.scores.sha256, "sampler": cfg.scheduler, "steps": cfg.steps,
+            "detector_sha256": real.scores.sha256, "sampler": scheduler_name(pipe.scheduler), "steps": cfg.steps,
             "guidance_scale": guidance, "guidance_channels": pipe.config.guidance_channels, "seed": cfg.seed,
             "processes": PartialState().num_processes, "real_statistics_from_cache": real.cached}

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from accelerate import PartialState
 
-from dit import make_scheduler
+from dit import OBJECTIVE_SCHEDULERS, make_scheduler, objective_of
 
 from ..common.errors import ConfigError, MissingFileError
 from ..common.layout import RunLayout, TrainingRunLayout
@@ -35,20 +35,25 @@ def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "run
     return found[-1].parent
 
 
-def load_pipeline(path: str | Path, scheduler: str = "ddpm", device: Optional[str] = None,
+def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Optional[str] = None,
                   precision: str = "fp32", vae_precision: str = "fp32") -> LatteVideoPipeline:
-    """The pipeline at `path` with the `scheduler` asked for on `device` (default: the accelerator accelerate
-    would pick); the DiT in `precision`, the VAE in `vae_precision` (float32 by default: its output is what users
+    """The pipeline at `path` with the `scheduler` asked for (None: the one it was saved with) on `device`
+    (default: the accelerator accelerate would pick); the DiT in `precision`, the VAE in `vae_precision` (float32 by default: its output is what users
     see; bfloat16 halves the time of a large VAE, BENCHMARKS.md)."""
     for name, value in (("precision", precision), ("vae_precision", vae_precision)):
         if value not in PRECISIONS:
             raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
     try:
-        scheduler = make_scheduler(scheduler)
+        chosen = make_scheduler(scheduler) if scheduler is not None else None
     except ValueError as err:
         raise ConfigError(str(err)) from None
     pipe = LatteVideoPipeline.from_pretrained(str(path))
-    pipe.scheduler = scheduler
+    if chosen is not None:
+        objective = objective_of(pipe.scheduler)
+        if objective_of(chosen) != objective:
+            raise ConfigError(f"the model at {path} was trained with the {objective} objective: its schedulers are "
+                              f"{', '.join(OBJECTIVE_SCHEDULERS[objective])}, not {scheduler}")
+        pipe.scheduler = chosen
     device = device or PartialState().device
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
     torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])

@@ -5,8 +5,9 @@ bundled video VAE.
     frames = pipe(class_labels=[12, 12], guidance_scale=4.0, num_inference_steps=50,
                   generator=torch.Generator().manual_seed(0), output_type="np").frames   # (2, T, H, W, 3) in [0, 1]
 
-The DiT predicts noise and (learned sigma) a variance interpolation: 2C channels. Classifier-free guidance
-mixes the noise channels only (all of them, or the first `guidance_channels` as Latte's official sampler). DDPM
+The DiT predicts noise and (learned sigma) a variance interpolation: 2C channels; or, trained with rectified
+flow, a velocity (C channels) that `FlowMatchEulerDiscreteScheduler` integrates. Classifier-free guidance
+mixes the noise (velocity) channels only (all of them, or the first `guidance_channels` as Latte's official sampler). DDPM
 gets both halves (`variance_type="learned_range"` respaces IDDPM's learned variance correctly); DDIM and
 DPM-Solver are given only the noise half. Latents are denormalised with the
 VAE's `latents_mean/std` and decoded with causal-cache chunks, so memory is set by `decode_chunk_size`, not by
@@ -71,6 +72,10 @@ class LatteVideoPipeline(DiffusionPipeline):
         """Frames of a generated video."""
         return self.vae.video_num_frames(self.transformer.config.num_frames)
 
+    @property
+    def _scales_input(self) -> bool:
+        return hasattr(self.scheduler, "scale_model_input")
+
     def check_inputs(self, class_labels: list, num_inference_steps: int, guidance_scale: float,
                      decode_chunk_size: Optional[int], output_type: str, generator,
                      callback_on_step_end_tensor_inputs: Sequence[str]) -> None:
@@ -105,7 +110,8 @@ class LatteVideoPipeline(DiffusionPipeline):
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        return latents.to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma
+        # Flow-matching schedulers start from unit noise and have no init_noise_sigma / scale_model_input.
+        return latents.to(device=device, dtype=dtype) * getattr(self.scheduler, "init_noise_sigma", 1.0)
 
     def _predict_noise(self, latents: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
                        guidance_scale: float) -> torch.Tensor:
@@ -165,7 +171,8 @@ class LatteVideoPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
             for i, t in enumerate(self.scheduler.timesteps):
-                model_out = self._predict_noise(self.scheduler.scale_model_input(latents, t), t, labels, guidance_scale)
+                model_in = self.scheduler.scale_model_input(latents, t) if self._scales_input else latents
+                model_out = self._predict_noise(model_in, t, labels, guidance_scale)
                 latents = self.scheduler.step(model_out, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     available = {"latents": latents}

@@ -20,7 +20,7 @@ class SampleConfig:
     run: Optional[str] = None  # a run folder or saved pipeline; None: the newest under runs/
     num_videos: int = 4
     seed: int = 0
-    scheduler: str = "ddpm"  # ddpm | ddim | dpm
+    scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     steps: int = 250  # denoising steps (DDPM respaced, DDIM, DPM-Solver)
     guidance_scale: Optional[float] = None  # classifier-free guidance; None: the run's default
     output_dir: Optional[str] = None  # None: <run>/samples/<class>

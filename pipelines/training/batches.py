@@ -11,7 +11,7 @@ from typing import Iterator
 
 import torch
 from accelerate import Accelerator
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from ..common.errors import DataError
 from ..common.seeding import keyed_seed
@@ -41,6 +41,10 @@ class EpochSeededDataset(Dataset):
 
 def endless_batches(accelerator: Accelerator, loader, start_micro_step: int) -> Iterator:
     """Batches forever, epoch after epoch, starting at micro-step `start_micro_step` of that stream."""
+    if isinstance(loader.dataset, IterableDataset):  # an endless stream (data.streaming) fast-forwards itself
+        loader.dataset.resume(start_micro_step, loader.batch_size)
+        yield from loader
+        return
     per_epoch = len(loader)
     if per_epoch == 0:
         raise DataError("the data set has fewer clips than one batch per process "

@@ -1,5 +1,6 @@
-"""Latte DiT training on cached VAE latents (DESIGN.md §5): IDDPM hybrid loss over the DDPM noise schedule, class
-dropout for classifier-free guidance, AdamW, EMA, clipping from a start step, sample videos at intervals.
+"""Latte DiT training on cached VAE latents (DESIGN.md §5): IDDPM hybrid loss over the DDPM noise schedule (or
+rectified flow, `objective: flow`), class dropout for classifier-free guidance, AdamW, EMA, clipping from a start
+step, sample videos at intervals.
 
 The latents are normalised with the VAE's own `latents_mean/std`. The run exports the EMA model to
 `<output_dir>/dit` and a ready-to-sample `LatteVideoPipeline` (DiT + VAE + scheduler) to `<output_dir>/pipeline`.
@@ -14,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from dit import DIT_PRESETS, LatteDiT, diffusion_loss, make_scheduler, training_scheduler
+from dit import DIT_PRESETS, OBJECTIVE_SCHEDULERS, OBJECTIVES, LatteDiT, make_objective, make_scheduler
 from vae import load_autoencoder
 
 from ..common.cli import parse_cli
@@ -23,7 +24,8 @@ from ..common.files import export_pretrained
 from ..data import DataConfig
 from ..inference.media import save_grid
 from ..inference.pipeline_latte import LatteVideoPipeline
-from .latent_cache import LatentDataset, check_cache
+from .latent_cache import check_cache
+from .latent_hub import open_latents
 from .loop import Trainer
 from .optim import Part, lr_scheduler
 from .run_config import TRAINER_FLAGS, RunConfig
@@ -51,7 +53,8 @@ class DiTTrainConfig(RunConfig):
 
     output_dir: str = "runs/dit"
     vae: str = "runs/default/vae/vae"  # the VAE that made the cache (checked), normalises and decodes latents
-    cache_dir: str = "runs/default/latents"
+    cache_dir: str = "runs/default/latents"  # a latent cache, an exported one (export_latents.py) or its Hub id
+    objective: str = "iddpm"  # iddpm (Latte's: noise + learned variance) | flow (rectified flow, velocity)
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
@@ -71,6 +74,8 @@ class DiTTrainConfig(RunConfig):
         for key in ("grad_clip_start", "sample_every", "sample_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
 
@@ -89,9 +94,9 @@ class DiTTrainer(Trainer):
     name = "train_dit"
     postfix_keys = ("loss/total", "loss/mse")
 
-    def build_dataset(self) -> LatentDataset:
+    def build_dataset(self):
         cfg = self.cfg
-        latents = LatentDataset(cfg.cache_dir)
+        latents = open_latents(cfg.cache_dir)
         check_cache(latents.manifest, cfg.vae, cfg.data)
         try:
             self.vae = load_autoencoder(cfg.vae).eval()
@@ -104,18 +109,18 @@ class DiTTrainer(Trainer):
 
     def build_parts(self) -> list[Part]:
         cfg = self.cfg
+        self.objective = make_objective(cfg.objective)
         channels, frames, height, width = self.latent_shape
         if height != width:
             raise ConfigError(f"the DiT takes square latents; the cache holds {height}x{width}")
         dit = LatteDiT(**DIT_PRESETS[cfg.model.preset], in_channels=channels, num_frames=frames, sample_size=height,
                        num_classes=self.num_classes, class_dropout_prob=cfg.model.class_dropout_prob,
-                       class_embed_std=cfg.model.class_embed_std)
+                       class_embed_std=cfg.model.class_embed_std, learn_sigma=self.objective.learn_sigma)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
         opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
         sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
                              cfg.min_learning_rate / cfg.learning_rate)
-        self.scheduler = training_scheduler()
         return [Part("dit", dit, opt, sched, cfg.grad_clip, clip_from=cfg.grad_clip_start)]
 
     def describe(self) -> str:
@@ -129,18 +134,17 @@ class DiTTrainer(Trainer):
             z = z + batch["std"] * torch.randn(z.shape, generator=generator).to(z)
         x0 = self.vae.normalize_latents(z)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
-        xt = self.scheduler.add_noise(x0, noise, t.to(x0.device))
+        xt, t = self.objective.noisy(x0, noise, generator)
         labels = drop = None
         if self.num_classes:
             labels = batch["label"].to(x0.device)
             drop = (torch.rand(x0.shape[0], generator=generator) < self.cfg.model.class_dropout_prob).long()
         with acc.autocast():
-            out = dit(xt, t.to(x0.device), class_labels=labels, force_drop_ids=drop).sample  # (B, 2C, F, h, w)
-        losses = diffusion_loss(out.float(), x0, noise, t.to(x0.device), self.scheduler)
-        acc.backward(losses["loss"])
-        return {"loss/total": losses["loss"].detach(), "loss/mse": losses["mse"].mean().detach(),
-                "loss/vb": losses["vb"].mean().detach()}
+            out = dit(xt, t, class_labels=labels, force_drop_ids=drop).sample  # (B, 2C or C, F, h, w)
+        losses = self.objective.loss(out.float(), x0, noise, t)
+        loss = losses.pop("loss")
+        acc.backward(loss)
+        return {"loss/total": loss.detach(), **{f"loss/{name}": terms.mean().detach() for name, terms in losses.items()}}
 
     def after_step(self) -> None:
         cfg = self.cfg
@@ -152,7 +156,8 @@ class DiTTrainer(Trainer):
             self.accelerator.wait_for_everyone()
 
     def _pipeline(self, transformer: LatteDiT) -> LatteVideoPipeline:
-        return LatteVideoPipeline(transformer, self.vae.to(self.accelerator.device), make_scheduler("ddpm"),
+        sampler = make_scheduler(OBJECTIVE_SCHEDULERS[self.cfg.objective][0])
+        return LatteVideoPipeline(transformer, self.vae.to(self.accelerator.device), sampler,
                                   class_names=self.class_names, default_guidance_scale=self.cfg.guidance_scale)
 
     def _save_grid(self, pipe: LatteVideoPipeline) -> None:

@@ -77,6 +77,8 @@ def clip_settings(data: DataConfig) -> dict:
     settings["root"] = str(Path(settings["root"]).resolve()) if settings["root"] else ""
     if data.name == "synthetic":
         settings.update(num_samples=data.num_samples, synthetic_classes=data.synthetic_classes, seed=data.seed)
+    if data.name == "hf":
+        settings.update(path=data.path, video_column=data.video_column)
     return settings
 
 
@@ -116,6 +118,9 @@ def _load_vae(cfg: LatentCacheConfig, device: torch.device) -> VideoAutoencoder:
 def _passes(cfg: LatentCacheConfig) -> list:
     """The data set once per pass. "random" clips would make a shard's content depend on when it was encoded,
     so they are drawn from (seed + pass, index) instead."""
+    if cfg.data.streaming:
+        raise ConfigError("cache_latents.py indexes the data set to split it into shards: set data.streaming=false "
+                          "(streaming is for train_vae.py)")
     sampling = "seeded" if cfg.data.clip_sampling == "random" else cfg.data.clip_sampling
     return [build_dataset(dataclasses.replace(cfg.data, seed=cfg.data.seed + r, clip_sampling=sampling))
             for r in range(cfg.passes)]

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..common.files import write_json
 from ..common.layout import TrainingRunLayout
@@ -41,8 +41,12 @@ class Trainer(ABC):
         self.layout = TrainingRunLayout(cfg.output_dir)
         self.accelerator = acc = setup_accelerator(cfg, self.name)
         with acc.main_process_first():
-            self.train_set = EpochSeededDataset(self.build_dataset(), cfg.seed)
-        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+            data = self.build_dataset()
+        # A stream (IterableDataset) is already this process's part, endless and deterministic (resumed by
+        # fast-forwarding); an indexed data set is shuffled by accelerate's seedable sampler.
+        self.streaming = isinstance(data, IterableDataset)
+        self.train_set = data if self.streaming else EpochSeededDataset(data, cfg.seed)
+        loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=not self.streaming, drop_last=True,
                             num_workers=cfg.num_workers)
         self.parts = self.build_parts()
         self.loader = prepare_parts(acc, self.parts, loader)
@@ -77,7 +81,8 @@ class Trainer(ABC):
     def describe(self) -> str:
         """The line printed when the run starts."""
         params = sum(p.numel() for p in self.model.parameters())
-        return f"{type(self.model).__name__} ({params / 1e6:.2f} M parameters), {len(self.train_set)} training items"
+        items = "streamed training items" if self.streaming else f"{len(self.train_set)} training items"
+        return f"{type(self.model).__name__} ({params / 1e6:.2f} M parameters), {items}"
 
     def checkpointed_state(self) -> list:
         """Objects with state_dict() beyond models, optimizers and schedulers that checkpoints must hold."""

@@ -8,6 +8,8 @@ from typing import Iterable, Optional
 
 import torch
 from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
+from torch.utils.data import IterableDataset
 
 from ..common.errors import ConfigError
 from .run_config import LR_SCHEDULES
@@ -38,12 +40,18 @@ class Part:
 
 def prepare_parts(accelerator: Accelerator, parts: list[Part], loader):
     """`accelerator.prepare` every part's model, optimizer and schedule and the loader, in one call (DeepSpeed
-    needs model and optimizer together); the parts are updated in place. Returns the prepared loader."""
-    n = len(parts)
+    needs model and optimizer together); the parts are updated in place. Returns the prepared loader.
+
+    A loader of a stream (IterableDataset) is only put on the device: the stream holds this process's part
+    already, and accelerate would have every process read all of it and keep every n-th batch."""
+    n, stream = len(parts), isinstance(loader.dataset, IterableDataset)
     prepared = accelerator.prepare(*[p.model for p in parts], *[p.optimizer for p in parts],
-                                   *[p.scheduler for p in parts], loader)
+                                   *[p.scheduler for p in parts], *([] if stream else [loader]))
+    prepared = prepared if isinstance(prepared, tuple) else (prepared,)
     for i, part in enumerate(parts):
         part.model, part.optimizer, part.scheduler = prepared[i], prepared[n + i], prepared[2 * n + i]
+    if stream:
+        return prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True)
     return prepared[-1]
 
 

@@ -8,6 +8,7 @@ exported EMA model carries its latent statistics (`latents_mean/std`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from ..common.cli import parse_cli
 from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
 from ..common.files import export_pretrained
 from ..data import DataConfig, SkippedVideoWarning, build_dataset
+from ..data.hub import HubVideoStream
 from ..evaluation.reconstruction import reconstruct, reconstruction_metrics, write_comparison
 from .accelerator import deepspeed_safe_parameters
 from .batches import EpochSeededDataset
@@ -100,6 +102,10 @@ def build_datasets(cfg: DataConfig, val_clips: int):
     """(data set, training subset, held-out validation subset or None): the last `val_clips` items are held
     out, read deterministically (centre clips, no flip)."""
     full = build_dataset(cfg)
+    if isinstance(full, HubVideoStream):  # the first val_clips rows of the stream are held out
+        held = build_dataset(replace(cfg, clip_sampling="center", random_flip=False)) if val_clips else None
+        train = full.rows(skip=val_clips)
+        return train, train, held and list(held.rows(take=val_clips, endless=False))
     if val_clips >= len(full):
         raise ConfigError(f"val_clips={val_clips} leaves no training clip: the data set has {len(full)}")
     train = Subset(full, range(len(full) - val_clips))
@@ -147,11 +153,10 @@ def build_discriminator(loss: LossConfig) -> torch.nn.Module:
 @torch.no_grad()
 def latent_statistics(model, clips, count: int, batch_size: int) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the posterior means of the first `count` clips: the model's latents_mean/std."""
-    count, device = min(count, len(clips)), next(model.parameters()).device
-    means = []
-    for start in range(0, count, batch_size):
-        videos = torch.stack([clips[i]["video"] for i in range(start, min(start + batch_size, count))])
-        means.append(model.encode(videos.to(device)).latent_dist.mean)  # (b, d, T', h, w)
+    device, items, means = next(model.parameters()).device, iter(clips), []  # clips: a data set or a stream
+    while batch := [item["video"] for item in itertools.islice(items, min(batch_size, count))]:
+        count -= len(batch)
+        means.append(model.encode(torch.stack(batch).to(device)).latent_dist.mean)  # (b, d, T', h, w)
     return channel_statistics(means)
 
 
@@ -255,7 +260,9 @@ class VAETrainer(Trainer):
 
     def export(self, model) -> dict:
         if self.cfg.stats_clips:
-            clips = EpochSeededDataset(self.train_clips, self.cfg.seed)  # epoch 0: the same clips in every run
+            # epoch 0 from its start: the same clips in every run
+            clips = self.train_clips.rows() if isinstance(self.train_clips, HubVideoStream) else EpochSeededDataset(
+                self.train_clips, self.cfg.seed)
             mean, std = latent_statistics(model, clips, self.cfg.stats_clips, self.cfg.batch_size)
             model.register_to_config(latents_mean=mean, latents_std=std)
         path = export_pretrained(model.cpu(), self.layout.export("vae"))
