@@ -125,7 +125,9 @@ class HubVideoStream(IterableDataset):
     Training streams ("random" clips) are shuffled by shard order and a `shuffle_buffer` of rows, reseeded each
     epoch. Clip starts and flips are keyed by (seed, epoch, process, clip number), so the stream is the same
     in every run: `resume(batches, batch_size)` fast-forwards past what an interrupted run consumed, probing
-    the skipped rows without decoding them, and the resumed run sees exactly the clips that would have followed.
+    the skipped rows without decoding them, and the resumed run sees exactly the clips that would have followed
+    (with W DataLoader workers, in the same order when the batches consumed are a multiple of W; otherwise the
+    loader starts its round at worker 0 and the batches of each round of W come in another order).
     Rows that cannot be used are skipped with a warning and counted in `skipped` (per process and worker).
     """
 
@@ -196,6 +198,8 @@ class HubVideoStream(IterableDataset):
                     continue
                 yield clip
             if index == 0 and epoch == 0:
+                if row == 0 and get_worker_info() is not None:
+                    return  # a DataLoader worker left without shards: the other workers read them all
                 raise DataError(f"no usable video in {self.source} for process {self.process_index} "
                                 f"({self.skip_summary()})")
             if not self.endless:
