@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import evaluate as evaluate_script
-from dit import DIT_PRESETS, LatteDiT, make_scheduler
+from dit import DIT_PRESETS, LatteDiT, make_scheduler, objective_of
 from pipelines import LatteVideoPipeline
 from pipelines.common.files import export_pretrained, write_json
 from pipelines.common.layout import RunLayout
@@ -24,6 +24,7 @@ from pipelines.data import build_dataset
 from pipelines.evaluation import generation, metrics, real_stats
 from pipelines.evaluation.metrics import real_clip_plan
 from pipelines.evaluation.classifier import ClassifierDetector, VideoClassifier
+from pipelines.common.errors import ConfigError
 from pipelines.evaluation.generation import EvalConfig, evaluate
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
 from pipelines.evaluation.report import record, summary
@@ -31,20 +32,26 @@ from test_data import coded_frames, write_avi
 from vae import build_autoencoder
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    layout = RunLayout(tmp_path_factory.mktemp("run"))
+def make_run(root, scheduler: str = "ddpm") -> RunLayout:
+    """A run folder with a tiny random pipeline sampled by `scheduler` (its objective's model) and classifier."""
+    layout = RunLayout(root)
     torch.manual_seed(0)
-    dit = LatteDiT(**DIT_PRESETS["Latte-tiny"], in_channels=4, num_frames=3, sample_size=2, num_classes=4)
+    dit = LatteDiT(**DIT_PRESETS["Latte-tiny"], in_channels=4, num_frames=3, sample_size=2, num_classes=4,
+                   learn_sigma=objective_of(make_scheduler(scheduler)) == "iddpm")
     for p in dit.parameters():  # away from adaLN-Zero's start, so classes and guidance change the videos
         p.data.add_(0.2 * torch.randn_like(p))
     vae = build_autoencoder("lean-tiny", latents_std=0.5)
-    LatteVideoPipeline(dit, vae, make_scheduler("ddpm"), class_names=list("abcd"),
+    LatteVideoPipeline(dit, vae, make_scheduler(scheduler), class_names=list("abcd"),
                        default_guidance_scale=2.0).save_pretrained(layout.pipeline)
     classifier = VideoClassifier(num_classes=4, widths=(8, 16), resolution=16)
     torch.nn.init.normal_(classifier.head.weight)  # a classifier with opinions
     export_pretrained(classifier, layout.classifier)
     return layout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("run"))
 
 
 def independent_scores(layout: RunLayout, num_fake: int, steps: int, frames: int) -> dict:
@@ -83,6 +90,18 @@ def test_reported_metrics_equal_an_independent_computation(run, tmp_path):
     again = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=12, num_frames=9,
                                 stats_cache=str(tmp_path)))["results"]
     assert again["FVD (12 real / 12 generated)"] == pytest.approx(results["FVD (12 real / 12 generated)"], rel=1e-4)
+
+
+def test_a_rectified_flow_run_is_evaluated_with_its_own_sampler(tmp_path):
+    run = make_run(tmp_path / "flow", "euler")
+    report = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=4, num_frames=9,
+                                 stats_cache=str(tmp_path)))
+    expected = independent_scores(run, num_fake=12, steps=2, frames=9)
+    assert report["protocol"]["sampler"] == "euler"
+    assert report["results"]["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=1e-4)
+    assert report["results"]["class accuracy"] == pytest.approx(expected["accuracy"])
+    with pytest.raises(ConfigError, match="trained with the flow objective"):
+        evaluate(EvalConfig(run=str(run.root), scheduler="ddim", num_fake=4, steps=2, num_frames=9))
 
 
 def test_one_progress_bar_per_phase(run, monkeypatch, tmp_path):

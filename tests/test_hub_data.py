@@ -252,3 +252,10 @@ def test_the_dit_trains_from_an_exported_cache_and_refuses_a_mismatched_one(late
     with pytest.raises(SystemExit) as exit_info:
         train_dit.main([*common, f"output_dir={tmp_path / 'other'}", f"vae={tmp_path / 'other_vae'}"])
     assert exit_info.value.code == 2 and "the latent cache was made by the VAE" in capsys.readouterr().err
+
+
+def test_exporting_an_unfinished_cache_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([f"cache_dir={tmp_path}", f"output_dir={tmp_path / 'out'}"])
+    assert exit_info.value.code == 2 and "not a finished latent cache" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -42,7 +42,7 @@ def open_hub_dataset(path: str, split: str, streaming: bool, video_column: str, 
             ds = ds.to_iterable_dataset() if streaming else ds
         else:
             ds = datasets.load_dataset(path, split=split, streaming=streaming)
-    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
+    except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
         raise MissingFileError(f"data.path={path}: no data set there ({err})") from None
     except (KeyError, ValueError) as err:
         raise ConfigError(f"data.path={path} data.split={split}: {err}") from None

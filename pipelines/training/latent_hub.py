@@ -88,7 +88,7 @@ class HubLatentDataset(torch.utils.data.Dataset):
             else:
                 ds = datasets.load_dataset(source, split="train")
                 manifest = json.loads(Path(_hub_file(source, MANIFEST)).read_text())
-        except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as err:
+        except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
             raise MissingFileError(f"cache_dir={source}: neither a latent cache folder nor an exported one, and no "
                                    f"Hub data set of that id could be read ({err})") from None
         if isinstance(ds, datasets.DatasetDict):
