@@ -123,7 +123,7 @@ class HubVideoStream(IterableDataset):
     Process `process_index` of `num_processes` reads its share of the shards (`split_dataset_by_node`), and
     DataLoader workers split that share again (datasets does it per worker): no clip is read twice in an epoch.
     Training streams ("random" clips) are shuffled by shard order and a `shuffle_buffer` of rows, reseeded each
-    epoch. Clip starts and flips are keyed by (seed, epoch, process, clip number), so the stream is the same
+    epoch. Clip starts and flips are keyed by (seed, epoch, process, worker, clip number), so the stream is the same
     in every run: `resume(batches, batch_size)` fast-forwards past what an interrupted run consumed, probing
     the skipped rows without decoding them, and the resumed run sees exactly the clips that would have followed
     (with W DataLoader workers, in the same order when the batches consumed are a multiple of W; otherwise the
@@ -146,13 +146,17 @@ class HubVideoStream(IterableDataset):
         self._skip_batches, self._batch_size = 0, 1
         self.endless = True
 
-    def rows(self, skip: int = 0, take: int | None = None, endless: bool = True) -> "HubVideoStream":
+    def rows(self, skip: int = 0, take: int | None = None, endless: bool = True,
+             every_process: bool = False) -> "HubVideoStream":
         """A copy reading only rows [skip, skip + take) of the stream (before shuffling and splitting), endlessly
-        or once: training and held-out validation clips from one stream."""
+        or once, split between the processes or read whole by each (`every_process`): training and held-out
+        validation clips from one stream."""
         part = copy.copy(self)
         part.ds = self.ds.skip(skip) if skip else self.ds
         part.ds = part.ds.take(take) if take is not None else part.ds
         part.skipped, part.endless, part._skip_batches = {}, endless, 0
+        if every_process:
+            part.process_index, part.num_processes = 0, 1
         return part
 
     @property
@@ -221,7 +225,8 @@ class HubVideoStream(IterableDataset):
             if not decode:
                 return True
             # Evaluation clips ("center", "seeded") are keyed as the indexed data set keys its item `index`.
-            keys = (epoch, self.process_index, index) if self.clip_sampling == "random" else (index,)
+            worker = get_worker_info().id if get_worker_info() else 0
+            keys = (epoch, self.process_index, worker, index) if self.clip_sampling == "random" else (index,)
             generator = keyed_generator(self.seed, *keys)
             indices = clip_indices(available, self.num_frames, interval, self.clip_sampling, generator)
             frames = read_video_frames(video, indices, name)  # (T, H, W, 3)

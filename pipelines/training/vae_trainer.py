@@ -105,7 +105,7 @@ def build_datasets(cfg: DataConfig, val_clips: int):
     if isinstance(full, HubVideoStream):  # the first val_clips rows of the stream are held out
         held = build_dataset(replace(cfg, clip_sampling="center", random_flip=False)) if val_clips else None
         train = full.rows(skip=val_clips)
-        return train, train, held and list(held.rows(take=val_clips, endless=False))
+        return train, train, held and list(held.rows(take=val_clips, endless=False, every_process=True))
     if val_clips >= len(full):
         raise ConfigError(f"val_clips={val_clips} leaves no training clip: the data set has {len(full)}")
     train = Subset(full, range(len(full) - val_clips))
