@@ -55,7 +55,7 @@ def run(*args: str) -> dict:
 
 
 def test_cli_trains_and_exports_a_pipeline(cache, tmp_path):
-    summary = run(*tiny(cache, tmp_path / "run"), "max_steps=3", "log_every=1", "seed=3")
+    summary = run(*tiny(cache, tmp_path / "run"), "max_steps=3", "log_every=1", "seed=3", "objective=iddpm")
     out = tmp_path / "run"
     assert summary["step"] == 3 and set(summary["logs"]) >= {"loss/total", "loss/mse", "loss/vb", "lr/dit"}
     assert "seed: 3" in (out / "config.yaml").read_text()
@@ -121,7 +121,7 @@ def test_the_dit_is_trained_on_normalised_latents(cache, tmp_path, monkeypatch):
         return real_loss(self, model_output, x0, noise, timesteps)
 
     monkeypatch.setattr(IDDPM, "loss", spy)
-    run(*tiny(cache, tmp_path / "norm"), "max_steps=1", "sample_latents=false", "batch_size=24")
+    run(*tiny(cache, tmp_path / "norm"), "max_steps=1", "sample_latents=false", "batch_size=24", "objective=iddpm")
     latents = LatentDataset(cache / "latents")
     raw = torch.stack([latents[i]["mean"] for i in range(len(latents))])
     vae = load_autoencoder(cache / "vae")
