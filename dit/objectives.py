@@ -3,14 +3,14 @@ loss is. The trainer calls `objective.noisy(x0, noise, generator)` then `objecti
 
 - `IDDPM` (Latte's recipe, the benchmark default): noise + learned variance over the DDPM schedule, hybrid loss.
 - `RectifiedFlow`: velocity (noise - x0) on the straight path x_t = (1 - s) x0 + s noise, plain MSE, with s drawn
-  logit-normally (SD3, diffusers' `compute_density_for_timestep_sampling`). Small models learn it faster
+  logit-normally (SD3; the draw of diffusers' `compute_density_for_timestep_sampling("logit_normal")`, written
+  out since `diffusers.training_utils` imports diffusers' whole model stack). Small models learn it faster
   (BENCHMARKS.md, the default run); it samples with `FlowMatchEulerDiscreteScheduler`.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers.training_utils import compute_density_for_timestep_sampling
 
 from .diffusion import diffusion_loss
 from .schedule import NUM_TRAIN_TIMESTEPS, training_scheduler
@@ -43,8 +43,7 @@ class RectifiedFlow:
 
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator):
         """x_t (B, C, ...) and the float timesteps 1000 s (B,), the scale FlowMatchEulerDiscreteScheduler uses."""
-        s = compute_density_for_timestep_sampling("logit_normal", x0.shape[0], logit_mean=0.0, logit_std=1.0,
-                                                  generator=generator).to(x0.device)  # (B,) in (0, 1)
+        s = torch.sigmoid(torch.normal(0.0, 1.0, (x0.shape[0],), generator=generator)).to(x0.device)  # (B,) in (0, 1)
         s_ = s.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
         return (1 - s_) * x0 + s_ * noise, s * NUM_TRAIN_TIMESTEPS
 
