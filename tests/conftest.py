@@ -21,17 +21,21 @@ def test_data_dir() -> Path:
     return ROOT / "tests" / "data"
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps process-wide singletons (AcceleratorState, GradientState): reset them around a test
-    that builds Accelerators in-process, so each run starts from a clean state."""
+def reset_accelerate_state() -> None:
+    """accelerate keeps process-wide singletons (AcceleratorState, GradientState): reset them so the next
+    Accelerator built in-process starts from a clean state."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """A clean accelerate state around a test that builds Accelerators in-process."""
+    reset_accelerate_state()
     yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 import train_dit
 import train_vae
+from conftest import reset_accelerate_state
 from pipelines.common.errors import ConfigError, MissingFileError
 from pipelines.data import DataConfig, SkippedVideoWarning, VideoFolder, build_dataset, write_video
 from pipelines.data.hub import HubVideoStream
@@ -193,21 +194,14 @@ def test_train_vae_streams_tar_shards_and_resumes_exactly(videos, tmp_path, fres
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SkippedVideoWarning)
         straight = train_vae.main([*common, f"output_dir={tmp_path / 'a'}"])
-        fresh_accelerate_state_reset()
+        reset_accelerate_state()
         train_vae.main([*common, f"output_dir={tmp_path / 'b'}", "max_steps=2"])
-        fresh_accelerate_state_reset()
+        reset_accelerate_state()
         resumed = train_vae.main([*common, f"output_dir={tmp_path / 'b'}", "resume=latest"])
     assert straight["val"] == resumed["val"] and straight["latents_std"] == resumed["latents_std"]
     name = "vae/diffusion_pytorch_model.safetensors"
     a, b = load_file(tmp_path / "a" / name), load_file(tmp_path / "b" / name)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def fresh_accelerate_state_reset():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -240,7 +234,7 @@ def test_the_dit_trains_from_an_exported_cache_and_refuses_a_mismatched_one(late
               "report_to=none", "sample_every=0", "sample_steps=2", "sample_classes=[0]", "max_steps=2", *data]
     summary = train_dit.main([*common, f"output_dir={tmp_path / 'run'}"])
     assert summary["step"] == 2 and np.isfinite(summary["logs"]["loss/total"])
-    fresh_accelerate_state_reset()
+    reset_accelerate_state()
     with pytest.raises(SystemExit) as exit_info:
         train_dit.main([*common, f"output_dir={tmp_path / 'other'}", "data.num_frames=13"])
     assert exit_info.value.code == 2 and "num_frames: cache 9 vs run 13" in capsys.readouterr().err
@@ -248,7 +242,7 @@ def test_the_dit_trains_from_an_exported_cache_and_refuses_a_mismatched_one(late
     with torch.no_grad():
         next(other_vae.parameters()).add_(0.1)
     other_vae.save_pretrained(tmp_path / "other_vae")
-    fresh_accelerate_state_reset()
+    reset_accelerate_state()
     with pytest.raises(SystemExit) as exit_info:
         train_dit.main([*common, f"output_dir={tmp_path / 'other'}", f"vae={tmp_path / 'other_vae'}"])
     assert exit_info.value.code == 2 and "the latent cache was made by the VAE" in capsys.readouterr().err

@@ -101,16 +101,14 @@ class HubVideoDataset(ClipSamples):
 
     def _index_row(self, row: int) -> None:
         name = f"{self.root}[{row}]"
+        item = self.ds[row]  # one read of the row: its video and its label
         try:
-            video, _ = _video(self.ds[row][self.video_column], self.root)
+            video, _ = _video(item[self.video_column], self.root)
             available = probe_video(video, name).num_frames
         except VideoReadError as err:
             self._skip(err.reason, name, str(err))
             return
-        self._add(name, available, self._label(self.ds[row]), row)
-
-    def _label(self, item: dict) -> int:
-        return int(item[self.label_column]) if self.label_column else -1
+        self._add(name, available, int(item[self.label_column]) if self.label_column else -1, row)
 
     def _read(self, sample: ClipSource, indices: list[int]):
         video, _ = _video(self.ds[sample.row][self.video_column], self.root)
