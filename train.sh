@@ -60,9 +60,9 @@ case "$DATASET" in
   sky) DIT_DATA+=(data.split=train data.frame_interval=3 data.resolution=256 data.num_frames=17) ;;
 esac
 
-stage() {  # stage NAME DONE_MARKER COMMAND...: run unless DONE_MARKER exists; record the wall time
+stage() {  # stage NAME DONE_MARKER COMMAND...: run unless it finished (its time recorded) and DONE_MARKER exists
   local name=$1 done_marker=$2; shift 2
-  if [ -e "$done_marker" ]; then
+  if [ -e "$done_marker" ] && [ -e "$STAGE_TIMES" ] && grep -qF "\"$name\":" "$STAGE_TIMES"; then
     echo "== $name: done already ($done_marker)"
     return
   fi

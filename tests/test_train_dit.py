@@ -89,8 +89,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(cache, tmp_path, monkeypat
     run(*tiny(cache, tmp_path / "straight"), *common)
     save = Checkpoints.save
 
-    def save_then_crash(self, accelerator, step):
-        save(self, accelerator, step)
+    def save_then_crash(self, accelerator, step, state):
+        save(self, accelerator, step, state)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Checkpoints, "save", save_then_crash)

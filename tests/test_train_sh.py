@@ -26,3 +26,12 @@ def test_train_sh_runs_every_stage_and_resumes(tmp_path):
     again = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done already") == 5
+
+    # A stage whose output exists but that never recorded its end (killed after the export) is not done: it
+    # resumes its own run (nothing left to train) and finishes.
+    del times["3/5 train DiT"]
+    (run / "stage_times.json").write_text(json.dumps(times))
+    third = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert third.stdout.count("done already") == 4 and "== 3/5 train DiT\n" in third.stdout
+    assert "3/5 train DiT" in json.loads((run / "stage_times.json").read_text())

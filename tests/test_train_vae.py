@@ -121,13 +121,16 @@ def _tensors(path: Path) -> dict:
         else:
             flat[prefix] = obj
 
-    walk(torch.load(path, weights_only=False), "")
+    walk(torch.load(path, weights_only=True), "")
     return flat
 
 
 def _assert_same_state(a: Path, b: Path) -> None:
-    names = sorted(p.name for p in a.iterdir() if not p.name.startswith("random_states"))
-    assert names == sorted(p.name for p in b.iterdir() if not p.name.startswith("random_states"))
+    def state_files(folder: Path) -> list[str]:  # run.json: each run has its own id
+        return sorted(p.name for p in folder.iterdir() if not p.name.startswith(("random_states", "run.json")))
+
+    names = state_files(a)
+    assert names == state_files(b)
     for name in names:
         left, right = _tensors(a / name), _tensors(b / name)
         assert left.keys() == right.keys(), name
@@ -142,8 +145,8 @@ def crash_then_resume(tmp_path: Path, monkeypatch, name: str, *overrides: str) -
     """Run until the first checkpoint is written, kill the run there, resume it: the resumed run's summary."""
     save = Checkpoints.save
 
-    def save_then_crash(self, accelerator, step):
-        save(self, accelerator, step)
+    def save_then_crash(self, accelerator, step, state):
+        save(self, accelerator, step, state)
         raise KeyboardInterrupt(f"simulated kill after step {step}")
 
     monkeypatch.setattr(Checkpoints, "save", save_then_crash)
@@ -252,6 +255,11 @@ def test_one_deepspeed_zero2_step(tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     assert "DEEPSPEED" in summary["distributed_type"] and summary["step"] == 2
     assert load_autoencoder(out / "vae").config.lc_dim == VAE_PRESETS["lean-tiny"].kwargs["lc_dim"]
+    # DeepSpeed's engine files pass the weights_only check that resume makes of every state file
+    result = _launch([accelerate, "launch", "--use_deepspeed", "--zero_stage", "2", "--num_processes", "1",
+                      "train_vae.py", *TINY, f"output_dir={out}", "max_steps=3", "checkpoint_every=1",
+                      "resume=latest"], tmp_path, {})
+    assert result.returncode == 0 and "Resumed from" in result.stdout, result.stderr[-3000:]
 
 
 def test_ivvae_two_stage_recipe_initialises_keyframes_and_resumes_exactly(tmp_path, monkeypatch):

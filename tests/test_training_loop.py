@@ -5,15 +5,12 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.common.cli import parse_cli
@@ -22,11 +19,12 @@ from pipelines.common.layout import TrainingRunLayout
 from pipelines.training import accelerator as setup
 from pipelines.training.accelerator import deepspeed_safe_parameters, setup_accelerator, state_checksum
 from pipelines.training.batches import EpochSeededDataset, endless_batches
-from pipelines.training.checkpoints import Checkpoints
-from pipelines.training.loop import Trainer
+from pipelines.training.checkpoints import Checkpoints, NonFiniteState
 from pipelines.training.monitor import RunningMeans
-from pipelines.training.optim import Part, clip_grad_norm, lr_scheduler
+from pipelines.training.optim import clip_grad_norm, lr_scheduler
 from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
+from pipelines.training.run_folder import RunRecord, checkpoint_folders, claim_run_folder
+from tests.toy_trainer import ToyConfig, ToyTrainer
 from vae import build_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,36 +48,43 @@ def test_parse_cli_applies_file_overrides_and_flags(tmp_path):
     assert (cfg.max_steps, cfg.seed, cfg.resume) == (5, 4, "latest")
 
 
-def test_setup_saves_config_and_follows_run_config(tmp_path):
+def test_setup_follows_run_config_and_the_claim_saves_it(tmp_path):
     cfg = RunConfig(output_dir=str(tmp_path), gradient_accumulation_steps=3, report_to="none")
-    accelerator = setup_accelerator(cfg, "test")
+    accelerator = setup_accelerator(cfg)
     assert accelerator.gradient_accumulation_steps == 3
-    assert "gradient_accumulation_steps: 3" in (tmp_path / "config.yaml").read_text()
+    lock, record, resume_from = claim_run_folder(accelerator, cfg, TrainingRunLayout(tmp_path))
+    assert "gradient_accumulation_steps: 3" in (tmp_path / "config.yaml").read_text() and resume_from is None
+    assert record.identity["gradient_accumulation_steps"] == 3 and "max_steps" not in record.identity
+    lock.release()
 
 
-def test_checkpoints_keep_the_last_k_and_resume_the_latest(tmp_path):
+def test_checkpoints_keep_the_last_k_of_their_run_and_load_any(tmp_path):
     accelerator = Accelerator(cpu=True)
     torch.manual_seed(0)
     model = accelerator.prepare(torch.nn.Linear(3, 2))
-    checkpoints = Checkpoints(TrainingRunLayout(tmp_path), limit=2)
+    layout = TrainingRunLayout(tmp_path)
+    other = Checkpoints(layout, limit=1, record=RunRecord("other", {}))
+    other.save(accelerator, 9, {})  # another run's later checkpoint: never rotated out by this run
+    checkpoints = Checkpoints(layout, limit=2, record=RunRecord("this", {}))
     saved = {}
     for step in range(1, 5):
         with torch.no_grad():
             model.weight.add_(1.0)
-        checkpoints.save(accelerator, step)
+        checkpoints.save(accelerator, step, dict(model.named_parameters()))
         saved[step] = model.weight.detach().clone()
-    assert [s for s, _ in checkpoints.all()] == [3, 4]
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
+    assert [p.name for p in checkpoints.mine()] == ["step_00000003", "step_00000004"]
+    assert [s for s, _ in checkpoint_folders(layout)] == [3, 4, 9]
     with torch.no_grad():
         model.weight.zero_()
-    assert checkpoints.resume(accelerator, "latest") == 4
+    assert Checkpoints.load(accelerator, layout.checkpoint(4)) == 4
     assert torch.equal(model.weight, saved[4])
-    assert checkpoints.resume(accelerator, str(tmp_path / "checkpoints/step_00000003")) == 3
+    assert Checkpoints.load(accelerator, layout.checkpoint(3)) == 3
     assert torch.equal(model.weight, saved[3])
-    assert checkpoints.resume(accelerator, None) == 0
-    assert Checkpoints(TrainingRunLayout(tmp_path / "empty"), 2).resume(accelerator, "latest") == 0
-    with pytest.raises(FileNotFoundError, match="expected 'latest'"):
-        checkpoints.resume(accelerator, str(tmp_path / "nowhere"))
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteState, match="step 5: refusing to checkpoint non-finite values in weight"):
+        checkpoints.save(accelerator, 5, dict(model.named_parameters()))
+    assert not layout.checkpoint(5).exists()
 
 
 class RandomItems(Dataset):
@@ -107,7 +112,7 @@ def test_epoch_seeded_dataset_items_depend_on_seed_epoch_index_only():
 
 
 def test_endless_batches_resume_mid_epoch_gives_the_same_stream(tmp_path):
-    accelerator = setup_accelerator(RunConfig(output_dir=str(tmp_path), report_to="none"), "test")
+    accelerator = setup_accelerator(RunConfig(output_dir=str(tmp_path), report_to="none"))
 
     def stream(start):
         loader = accelerator.prepare(DataLoader(EpochSeededDataset(RandomItems(), seed=0), batch_size=3,
@@ -161,52 +166,6 @@ def test_clip_grad_norm_reports_the_norm_before_clipping():
 
 
 # ---------------------------------------------------------------------------------------------- a toy trainer
-class Regression(ModelMixin, ConfigMixin):
-    @register_to_config
-    def __init__(self, dim: int = 3):
-        super().__init__()
-        self.linear = torch.nn.Linear(dim, 1)
-
-
-class Points(Dataset):
-    """y = x . (1, -2, 3) + 0.5, exactly."""
-
-    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return {"x": self.x[i], "y": self.x[i] @ torch.tensor([1.0, -2.0, 3.0]) + 0.5}
-
-
-@dataclass
-class ToyConfig(RunConfig):
-    report_to: str = "none"
-    checkpoint_every: int = 0
-    learning_rate: float = 0.2
-
-
-class ToyTrainer(Trainer):
-    name = "toy"
-
-    def build_dataset(self):
-        return Points()
-
-    def build_parts(self):
-        model = Regression()
-        opt = torch.optim.SGD(model.parameters(), lr=self.cfg.learning_rate)
-        return [Part("model", model, opt, lr_scheduler(opt, "constant", 0, self.cfg.max_steps), self.cfg.grad_clip)]
-
-    def micro_step(self, batch, generator):
-        loss = (self.parts[0].model.linear(batch["x"]).squeeze(1) - batch["y"]).pow(2).mean()
-        self.accelerator.backward(loss)
-        return {"loss/total": loss.detach()}
-
-    def export(self, model):
-        return {"weight": model.linear.weight.flatten().tolist(), "bias": model.linear.bias.item()}
-
-
 def toy_run(tmp_path, name, **overrides) -> dict:
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()

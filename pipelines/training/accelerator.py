@@ -11,7 +11,7 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import (DataLoaderConfiguration, DistributedType, GradientAccumulationPlugin, ProjectConfiguration,
                               broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
 
-from ..common.config import save_config, to_dict
+from ..common.config import to_dict
 from ..common.layout import TrainingRunLayout
 from .monitor import matmul_flops_per_second
 from .run_config import RunConfig
@@ -40,8 +40,8 @@ def resolve_mixed_precision(requested: str) -> tuple[str, str]:
     return tuple(broadcast_object_list(decision))
 
 
-def setup_accelerator(cfg: RunConfig, project: str) -> Accelerator:
-    """An Accelerator for `cfg`: its accumulation, precision, seeded data order and trackers; saves the config."""
+def setup_accelerator(cfg: RunConfig) -> Accelerator:
+    """An Accelerator for `cfg`: its accumulation, precision, seeded data order and tracker settings."""
     layout = TrainingRunLayout(cfg.output_dir)
     cfg.mixed_precision, note = resolve_mixed_precision(cfg.mixed_precision)  # the saved config says what ran
     accelerator = Accelerator(
@@ -61,11 +61,13 @@ def setup_accelerator(cfg: RunConfig, project: str) -> Accelerator:
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         _configure_deepspeed(accelerator, cfg)
     set_seed(cfg.seed)  # same seed on every process: replicas start identical, DDP keeps them so
-    if accelerator.is_main_process:
-        save_config(cfg, layout.config)
+    return accelerator
+
+
+def start_trackers(accelerator: Accelerator, cfg: RunConfig, project: str) -> None:
+    """Open the run's trackers (tensorboard logs); only once the run owns its folder."""
     if cfg.report_to != "none":
         accelerator.init_trackers(project, config=_flat_hparams(to_dict(cfg)))
-    return accelerator
 
 
 def _configure_deepspeed(accelerator: Accelerator, cfg: RunConfig) -> None:

@@ -16,18 +16,21 @@ from abc import ABC, abstractmethod
 from typing import Any, Iterator
 
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ..common.files import write_json
 from ..common.layout import TrainingRunLayout
 from ..common.seeding import keyed_generator, keyed_global_rng, keyed_seed
-from .accelerator import check_replicas, setup_accelerator, state_checksum
+from .accelerator import check_replicas, setup_accelerator, start_trackers, state_checksum
 from .batches import EpochSeededDataset, endless_batches
-from .checkpoints import Checkpoints
+from .checkpoints import Checkpoints, NonFiniteState, nonfinite_names
 from .ema import FloatEMA
+from .health import StepHealth
 from .monitor import RunningMeans, Throughput, count_flops, progress
 from .optim import Part, prepare_parts
 from .run_config import RunConfig
+from .run_folder import claim_run_folder
 
 
 class Trainer(ABC):
@@ -39,7 +42,17 @@ class Trainer(ABC):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.layout = TrainingRunLayout(cfg.output_dir)
-        self.accelerator = acc = setup_accelerator(cfg, self.name)
+        self.accelerator = acc = setup_accelerator(cfg)
+        self.lock, record, resume_from = claim_run_folder(acc, cfg, self.layout)
+        try:
+            self._build(record, resume_from)
+        except BaseException:
+            self.release()
+            raise
+
+    def _build(self, record, resume_from) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        start_trackers(acc, cfg, self.name)
         with acc.main_process_first():
             data = self.build_dataset()
         # A stream (IterableDataset) is already this process's part, endless and deterministic (resumed by
@@ -53,10 +66,13 @@ class Trainer(ABC):
         self.model = acc.unwrap_model(self.parts[0].model)
         self.ema = FloatEMA(self.model, cfg.ema_decay)
         self.throughput = Throughput(acc, cfg.mixed_precision, cfg.batch_size * acc.num_processes)
-        for obj in (self.ema, self.throughput, *self.checkpointed_state()):
+        self.health = StepHealth(cfg.max_nonfinite_steps, check_gradients=cfg.mixed_precision != "fp16")
+        for obj in (self.ema, self.throughput, self.health, *self.checkpointed_state()):
             acc.register_for_checkpointing(obj)
-        self.checkpoints = Checkpoints(self.layout, cfg.checkpoints_total_limit)
-        self.step = self.checkpoints.resume(acc, cfg.resume)
+        self.checkpoints = Checkpoints(self.layout, cfg.checkpoints_total_limit, record)
+        if cfg.resume and resume_from is None:
+            acc.print(f"No checkpoint in {self.layout.checkpoints}; starting from step 0.")
+        self.step = self.checkpoints.load(acc, resume_from) if resume_from else 0
         self.ema.to(acc.device)  # load_state puts registered objects on the CPU
         self.last_logs: dict[str, float] = {}
 
@@ -92,7 +108,18 @@ class Trainer(ABC):
         """Called after every optimizer step, on every process (validation, sample videos)."""
 
     # ------------------------------------------------------------------ the loop
+    def release(self) -> None:
+        """Give up the run folder (also when the process ends, however it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.release()
+
+    def _run(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
         acc.print(f"{self.describe()}; {cfg.clips_per_step * acc.num_processes} clips per step on "
                   f"{acc.num_processes} process(es)")
@@ -106,15 +133,17 @@ class Trainer(ABC):
             if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
                 self._log(means.pop(acc) | self.throughput.logs(), bar)
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.checkpoints.save(acc, self.step)
+                self.checkpoints.save(acc, self.step, self._weights())
             self.after_step()
         bar.close()
         return self._finish(time.perf_counter() - start_time, start_step)
 
     def _train_step(self, batches: Iterator, means: RunningMeans) -> None:
-        """One optimizer step: accumulate the micro-steps' gradients, then clip and step every active part."""
+        """One optimizer step: accumulate the micro-steps' gradients, then clip and step every active part, or
+        drop the step if a loss or gradient norm is not finite on any process."""
         cfg, acc = self.cfg, self.accelerator
         active = [part for part in self.parts if self.step >= part.active_from]
+        step_logs = []
         for i in range(cfg.gradient_accumulation_steps):
             micro = self.step * cfg.gradient_accumulation_steps + i
             generator = keyed_generator(cfg.seed, acc.process_index, micro)
@@ -126,20 +155,38 @@ class Trainer(ABC):
                     logs, self.throughput.flops_per_micro_step = count_flops(lambda: self.micro_step(batch, generator))
                 else:
                     logs = self.micro_step(batch, generator)
-            means.add(logs)
+            step_logs.append(logs)
             self.throughput.add(1)
-        for part in active:
-            norm = part.optimizer_step(acc, self.step)
-            if norm is not None:
-                means.add({f"grad_norm/{part.name}": norm})
-        self.ema.step()
+        norms = {f"grad_norm/{part.name}": part.clip(acc, self.step) for part in active}
+        losses = [float(v) for logs in step_logs for k, v in logs.items() if k.startswith("loss/")]
+        finite = self.health.finite(acc, losses, norms.values())
+        if finite:
+            for part in active:
+                part.apply()
+            self.ema.step()
+            for logs in step_logs:
+                means.add(logs)
+            means.add({k: v for k, v in norms.items() if v is not None})
+            self.health.passed()
+        else:
+            for part in active:
+                part.discard()
+            last = self.checkpoints.mine()
+            self.health.skip(self.step, str(last[-1]) if last else "none (no checkpoint was saved)",
+                             stop_now=acc.distributed_type == DistributedType.DEEPSPEED)
         self.step += 1
+
+    def _weights(self) -> dict[str, torch.Tensor]:
+        """Every tensor a checkpoint or an export holds that must be finite: the models' and the EMA's."""
+        named = {f"{p.name}.{n}": t for p in self.parts for n, t in p.model.named_parameters()}
+        return named | {f"ema.{i}": t for i, t in enumerate(self.ema.shadow_params)}
 
     def _log(self, values: dict[str, float], bar) -> None:
         for part in self.parts:
             values[f"lr/{part.name}"] = part.scheduler.get_last_lr()[0]
         self.accelerator.log(values, step=self.step)
         self.last_logs = values
+        values["train/skipped_steps"] = self.health.skipped
         shown = {key.split("/")[-1]: f"{values[key]:.4g}" for key in self.postfix_keys if key in values}
         bar.set_postfix(**shown, clips_s=f"{values['train/clips_per_s']:.2f}", mfu=f"{values['perf/mfu']:.0%}")
 
@@ -151,11 +198,16 @@ class Trainer(ABC):
         summary = {}
         if acc.is_main_process:
             steps = self.step - start_step
+            final = self.ema.copy(acc.device)
+            bad = nonfinite_names(final.named_parameters())
+            if bad:
+                raise NonFiniteState(f"refusing to export non-finite EMA weights ({', '.join(bad[:5])})")
             summary = {"step": self.step, "steps_this_run": steps, "seconds": round(seconds, 2),
                        "clips_per_s": round(steps * cfg.clips_per_step * acc.num_processes / max(seconds, 1e-9), 3),
                        "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
-                       "logs": self.last_logs, "replica_checksums": checksums}
-            summary |= self.export(self.ema.copy(acc.device))
+                       "logs": self.last_logs, "replica_checksums": checksums,
+                       "skipped_steps": self.health.skipped, "run": self.checkpoints.record.to_json()}
+            summary |= self.export(final)
             write_json(self.layout.summary, summary)
         acc.wait_for_everyone()
         acc.end_training()

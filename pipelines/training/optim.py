@@ -28,14 +28,19 @@ class Part:
     clip_from: int = 0
     active_from: int = 0
 
-    def optimizer_step(self, accelerator: Accelerator, step: int) -> Optional[float]:
-        """Clip (from `clip_from` on), step the optimizer and the schedule, zero the gradients; returns the
-        gradient norm before clipping."""
-        norm = clip_grad_norm(accelerator, self.model.parameters(), self.max_grad_norm if step >= self.clip_from else 0)
+    def clip(self, accelerator: Accelerator, step: int) -> Optional[float]:
+        """Clip the gradients (from `clip_from` on); returns their norm before clipping."""
+        return clip_grad_norm(accelerator, self.model.parameters(), self.max_grad_norm if step >= self.clip_from else 0)
+
+    def apply(self) -> None:
+        """Step the optimizer and the schedule, zero the gradients."""
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return norm
+
+    def discard(self) -> None:
+        """Drop the gradients of a step that must not reach the weights."""
+        self.optimizer.zero_grad(set_to_none=True)
 
 
 def prepare_parts(accelerator: Accelerator, parts: list[Part], loader):

@@ -29,10 +29,13 @@ class RunConfig:
     checkpoint_every: int = 500  # 0: no intermediate checkpoints
     checkpoints_total_limit: int = 3
     resume: Optional[str] = None  # None | "latest" | a checkpoint folder
+    overwrite: bool = False  # start over in an output_dir that holds an earlier run (deleting its checkpoints)
+    max_nonfinite_steps: int = 10  # steps in a row with a non-finite loss or gradient norm (skipped) that stop the run
     report_to: str = "tensorboard"  # tensorboard | none
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoints_total_limit"):
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoints_total_limit",
+                    "max_nonfinite_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("num_workers", "lr_warmup_steps", "checkpoint_every", "grad_clip", "min_learning_rate"):
@@ -47,6 +50,8 @@ class RunConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.min_learning_rate > self.learning_rate:
             raise ConfigError(f"min_learning_rate {self.min_learning_rate} exceeds learning_rate {self.learning_rate}")
+        if self.overwrite and self.resume:
+            raise ConfigError(f"overwrite=true starts over and resume={self.resume} continues: give one of them")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

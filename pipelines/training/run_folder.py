@@ -1,0 +1,165 @@
+"""Which run a training folder belongs to, and what a run may do with a folder it finds.
+
+A run records itself in every checkpoint it saves (`checkpoints/step_N/run.json`) and in its summary: a random
+run id and the run's identity, its config without the keys a resumed run may change (`RESUMABLE_KEYS`: the step
+budget, logging, checkpoint cadence, workers, ...). With that record:
+
+- a fresh start (no `resume`) refuses a folder that holds a run (checkpoints, or the summary of a finished
+  one); `overwrite=true` deletes that run's checkpoints and summary first, and only checkpoints that carry a
+  record (what a run of this project made): anything else is left for the user to remove;
+- a resume refuses a checkpoint whose run had another identity, naming the keys that differ;
+- checkpoint rotation deletes only checkpoints of this run;
+- the folder is locked while the run lasts (`pipelines.common.locks`), so a second run is refused.
+
+Decisions are taken by the main process and broadcast, so every process refuses together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from ..common.config import save_config, to_dict
+from ..common.errors import MissingFileError, UserError
+from ..common.files import read_json, remove, sweep_temporaries
+from ..common.layout import CHECKPOINT_PREFIX, TrainingRunLayout
+from ..common.locks import hold_folder
+
+RUN_RECORD = "run.json"
+# Keys a resumed run may change: they decide how long and how visibly it runs, not what it computes.
+RESUMABLE_KEYS = ("output_dir", "resume", "overwrite", "max_steps", "log_every", "checkpoint_every",
+                  "checkpoints_total_limit", "num_workers", "report_to", "mixed_precision", "max_nonfinite_steps",
+                  "val_every", "sample_every", "sample_steps", "sample_classes")
+
+
+class RunFolderConflict(UserError):
+    """A folder that holds another run, or a checkpoint that belongs to one."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    identity: dict
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "config_sha256": self.sha256, "identity": self.identity}
+
+    @classmethod
+    def read(cls, folder: Path) -> Optional["RunRecord"]:
+        data = read_json(folder / RUN_RECORD)
+        return cls(data["run_id"], data["identity"]) if data else None
+
+
+def run_identity(cfg) -> dict:
+    return {key: value for key, value in to_dict(cfg).items() if key not in RESUMABLE_KEYS}
+
+
+def checkpoint_folders(layout: TrainingRunLayout) -> list[tuple[int, Path]]:
+    """(step, folder) of every finished checkpoint in the run folder, oldest first."""
+    root = layout.checkpoints
+    if not root.is_dir():
+        return []
+    found = [(int(p.name[len(CHECKPOINT_PREFIX):]), p) for p in root.glob(f"{CHECKPOINT_PREFIX}*")
+             if p.is_dir() and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+    return sorted(found)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
+    return flat
+
+
+def differences(theirs: dict, ours: dict) -> str:
+    """'key: a vs b, ...' over the flattened keys where two identities differ."""
+    a, b = _flat(theirs), _flat(ours)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:6]) + (" ..." if len(keys) > 6 else "")
+
+
+def _resume_target(layout: TrainingRunLayout, which: str) -> Optional[Path]:
+    if which == "latest":
+        found = checkpoint_folders(layout)
+        return found[-1][1] if found else None
+    path = Path(which)
+    if not (path.is_dir() and path.name.startswith(CHECKPOINT_PREFIX) and path.name[len(CHECKPOINT_PREFIX):].isdigit()):
+        raise MissingFileError(f"resume={which}: expected 'latest' or a folder {layout.checkpoints}/"
+                               f"{CHECKPOINT_PREFIX}<N>")
+    return path
+
+
+def _check_same_run(found: Optional[RunRecord], identity: dict, where: Path) -> None:
+    if found is None:
+        raise RunFolderConflict(f"{where} holds no {RUN_RECORD}, so nothing says which run made it: resume from a "
+                                f"checkpoint of this project's runs, or start over with overwrite=true")
+    if found.identity != identity:
+        raise RunFolderConflict(f"{where} belongs to a run with another config ({differences(found.identity, identity)}"
+                                f"; checkpoint vs this run): resume it with its config, or start over in another "
+                                f"output_dir (or with overwrite=true)")
+
+
+def _start_over(layout: TrainingRunLayout) -> None:
+    """overwrite=true: delete the checkpoints and the summary an earlier run of this project left."""
+    for _, path in checkpoint_folders(layout):
+        if not (path / RUN_RECORD).is_file():
+            raise RunFolderConflict(f"overwrite=true deletes only what a run made, and {path} holds no {RUN_RECORD}: "
+                                    f"remove it yourself or choose another output_dir")
+    for _, path in checkpoint_folders(layout):
+        remove(path)
+    remove(layout.summary)
+
+
+def _decide(cfg, layout: TrainingRunLayout) -> tuple[RunRecord, Optional[Path]]:
+    """(this run's record, the checkpoint to resume from or None), or a refusal."""
+    identity, checkpoints = run_identity(cfg), checkpoint_folders(layout)
+    if not cfg.resume:
+        if cfg.overwrite:
+            _start_over(layout)
+        elif checkpoints or layout.summary.is_file():
+            found = (f"checkpoints at steps {', '.join(str(s) for s, _ in checkpoints)}" if checkpoints
+                     else f"a finished run's {layout.summary.name}")
+            raise RunFolderConflict(f"output_dir {layout.root} holds an earlier run ({found}): resume=latest "
+                                    f"continues it, overwrite=true starts over (deleting them), or choose another "
+                                    f"output_dir")
+        return RunRecord(uuid.uuid4().hex, identity), None
+    target = _resume_target(layout, cfg.resume)
+    if target is None:
+        return RunRecord(uuid.uuid4().hex, identity), None
+    found = RunRecord.read(target)
+    _check_same_run(found, identity, target)
+    return RunRecord(found.run_id, identity), target
+
+
+def claim_run_folder(accelerator: Accelerator, cfg, layout: TrainingRunLayout):
+    """Lock the run folder, check it against `cfg`, record the run and save its config (main process decides).
+
+    Returns (lock or None off the main process, this run's record, the checkpoint to resume from or None)."""
+    outcome: list = [None, None, None]
+    lock = None
+    if accelerator.is_main_process:
+        try:
+            lock = hold_folder(layout.root, "training run")
+            sweep_temporaries(layout.checkpoints)
+            record, target = _decide(cfg, layout)
+            save_config(cfg, layout.config)
+            outcome = [record, str(target) if target else None, None]
+        except UserError as err:
+            outcome = [None, None, (type(err), str(err))]
+    record, target, error = broadcast_object_list(outcome)
+    if error:
+        if lock is not None:
+            lock.release()
+        raise error[0](error[1])
+    return lock, record, Path(target) if target else None
