@@ -253,3 +253,27 @@ def test_exporting_an_unfinished_cache_is_refused(tmp_path, capsys):
         export_main([f"cache_dir={tmp_path}", f"output_dir={tmp_path / 'out'}"])
     assert exit_info.value.code == 2 and "not a finished latent cache" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_export_replaces_only_its_own_earlier_export(latent_cache, tmp_path, capsys):
+    root, data = latent_cache
+    shards = sorted((root / "latents").glob("shard_*"))
+    for output_dir in (root / "latents", root / "latents" / "inside", root):  # the cache, in it, holding it
+        with pytest.raises(SystemExit) as exit_info:
+            export_main([f"cache_dir={root / 'latents'}", f"output_dir={output_dir}"])
+        assert exit_info.value.code == 2 and "export to a folder of its own" in capsys.readouterr().err
+    assert sorted((root / "latents").glob("shard_*")) == shards and not (root / "latents" / "inside").exists()
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "thesis.tex").write_text("a user's file")
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([f"cache_dir={root / 'latents'}", f"output_dir={users}"])
+    assert exit_info.value.code == 2 and "not an export of a latent cache" in capsys.readouterr().err
+    assert (users / "thesis.tex").read_text() == "a user's file"
+    export_main([f"cache_dir={root / 'latents'}", f"output_dir={root / 'exported'}"])  # its own: replaced
+    assert open_latents(root / "exported").manifest == open_latents(root / "latents").manifest
+    other = tmp_path / "other"
+    cache_main([f"vae={root / 'vae'}", f"output_dir={other}", "shard_size=4", *data])
+    with pytest.raises(SystemExit) as exit_info:
+        export_main([f"cache_dir={other}", f"output_dir={root / 'exported'}"])
+    assert exit_info.value.code == 2 and "an export of another cache" in capsys.readouterr().err

@@ -4,7 +4,7 @@ check that data-parallel replicas ended bit-identical."""
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -12,6 +12,7 @@ from accelerate.utils import (DataLoaderConfiguration, DistributedType, Gradient
                               broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
 
 from ..common.config import to_dict
+from ..common.errors import UserError
 from ..common.layout import TrainingRunLayout
 from .monitor import matmul_flops_per_second
 from .run_config import RunConfig
@@ -20,6 +21,7 @@ from .run_config import RunConfig
 # mixed_precision="auto" takes bfloat16 autocast where a bfloat16 matmul is at least this much faster than a
 # float32 one (this project's CPU: ~4x; recent GPUs: more; CPUs without bfloat16 units: < 1).
 AUTO_BF16_SPEEDUP = 1.5
+T = TypeVar("T")
 
 
 def resolve_mixed_precision(requested: str) -> tuple[str, str]:
@@ -62,6 +64,21 @@ def setup_accelerator(cfg: RunConfig) -> Accelerator:
         _configure_deepspeed(accelerator, cfg)
     set_seed(cfg.seed)  # same seed on every process: replicas start identical, DDP keeps them so
     return accelerator
+
+
+def decide_on_main(accelerator: Accelerator, decide: Callable[[], T]) -> T:
+    """Run `decide` on the main process only and hand its (picklable) result to every process; a UserError it
+    raises is raised on every process, so all of them stop together instead of waiting for the main one."""
+    outcome: list = [None, None]
+    if accelerator.is_main_process:
+        try:
+            outcome = [decide(), None]
+        except UserError as err:
+            outcome = [None, (type(err), str(err))]
+    result, error = broadcast_object_list(outcome)
+    if error:
+        raise error[0](error[1])
+    return result
 
 
 def start_trackers(accelerator: Accelerator, cfg: RunConfig, project: str) -> None:

@@ -5,11 +5,13 @@
 
 Any VAE `vae.load_autoencoder` loads works: a bundled model's folder or a diffusers AutoencoderKL (per frame).
 Layout of `output_dir`: `shard_00000.safetensors` ... (the raw posterior `mean`, optionally `std`, and `label`
-per clip) and `manifest.json` (the VAE's config and weights hash, the data settings). The latent statistics
-are the VAE's own (`latents_mean/std` in its config). Shards are written atomically, so a re-run after a
-kill skips every finished shard and redoes only the missing ones; the manifest is written last, so a cache
-without one is unfinished. Clip `i` of pass `r` is cut with seed `data.seed + r`, so every shard's content is
-fixed by the config: an interrupted-and-resumed cache equals an uninterrupted one.
+per clip), `cache.json` (the cache's identity, written first; see `cache_folder.py`) and `manifest.json` (the
+VAE's config and weights hash, the data settings). The latent statistics are the VAE's own (`latents_mean/std`
+in its config). Shards are written atomically, so a re-run after a kill skips every finished shard and redoes
+only the missing ones - and only for a build of the same identity: a re-run with another VAE or other settings
+is refused (`overwrite=true` rebuilds). The manifest is written last, so a cache without one is unfinished.
+Clip `i` of pass `r` is cut with seed `data.seed + r`, so every shard's content is fixed by the config: an
+interrupted-and-resumed cache equals an uninterrupted one. No shard holds a non-finite number.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import bisect
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,10 +38,12 @@ from ..common.cli import parse_cli
 from ..common.config import to_dict
 from ..common.errors import ConfigError, MissingFileError, UserError, exit_on_user_error
 from ..common.files import atomic_write, write_json
+from ..common.locks import hold_folder
 from ..data import DataConfig, build_dataset
+from .accelerator import decide_on_main
+from .cache_folder import MANIFEST, clip_list_sha256, identity_sha256, prepare_cache_folder, shard_identity
 
-MANIFEST = "manifest.json"
-CLIP_KEYS = ("name", "root", "split", "fold", "num_frames", "frame_interval", "resolution")
+CLIP_KEYS = ("name", "split", "fold", "num_frames", "frame_interval", "resolution")
 
 
 @dataclass
@@ -53,6 +58,7 @@ class LatentCacheConfig:
     store_std: bool = True  # keep the posterior std so DiT training can sample latents (augmentation)
     chunk_size: Optional[int] = None  # causal-cache chunked encoding (latent frames per chunk)
     mixed_precision: str = "no"  # no | bf16 | fp16
+    overwrite: bool = False  # rebuild from scratch a cache of another VAE or other settings in output_dir
 
 
 def weights_sha256(vae_dir: str | Path) -> str:
@@ -72,14 +78,25 @@ def weights_sha256(vae_dir: str | Path) -> str:
 
 
 def clip_settings(data: DataConfig) -> dict:
-    """The data settings that decide what a cached latent is; a cache is only valid for these."""
+    """The data settings that decide what a cached latent is; a cache is only valid for these. Where the data
+    lies (root, Hub path) is not among them: a cache stays valid on another machine."""
     settings = {key: getattr(data, key) for key in CLIP_KEYS}
-    settings["root"] = str(Path(settings["root"]).resolve()) if settings["root"] else ""
     if data.name == "synthetic":
         settings.update(num_samples=data.num_samples, synthetic_classes=data.synthetic_classes, seed=data.seed)
     if data.name == "hf":
-        settings.update(path=data.path, video_column=data.video_column)
+        settings.update(video_column=data.video_column)
     return settings
+
+
+class NonFiniteLatents(UserError):
+    """A VAE that encodes clips to NaN or infinite latents."""
+
+
+def cache_identity(cfg: LatentCacheConfig, vae_sha256: str, dataset) -> dict:
+    """Everything that decides the cache's bytes (see cache_folder.py)."""
+    return {"vae_sha256": vae_sha256, "data": clip_settings(cfg.data), "clip_list_sha256": clip_list_sha256(dataset),
+            "passes": cfg.passes, "shard_size": cfg.shard_size, "store_std": cfg.store_std,
+            "chunk_size": cfg.chunk_size, "mixed_precision": cfg.mixed_precision}
 
 
 def _shard_path(out: Path, shard: int) -> Path:
@@ -87,11 +104,12 @@ def _shard_path(out: Path, shard: int) -> Path:
 
 
 def _encode_shard(vae: VideoAutoencoder, dataset, indices: list[int], cfg: LatentCacheConfig, accelerator: Accelerator,
-                  path: Path) -> None:
+                  path: Path, identity: str) -> None:
     loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    means, stds, labels = [], [], []
+    means, stds, labels, names = [], [], [], []
     with torch.no_grad(), accelerator.autocast():
         for batch in loader:
+            names += list(batch["path"])
             video = batch["video"].to(accelerator.device)  # (B, 3, T, H, W)
             posterior = vae.encode(video, chunk_size=cfg.chunk_size).latent_dist
             means.append(posterior.mean.float().cpu())  # (B, d, T', h, w)
@@ -100,7 +118,12 @@ def _encode_shard(vae: VideoAutoencoder, dataset, indices: list[int], cfg: Laten
     tensors = {"mean": torch.cat(means).contiguous(), "label": torch.cat(labels)}
     if cfg.store_std:
         tensors["std"] = torch.cat(stds).contiguous()
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"clips": str(len(indices))}))
+    finite = torch.stack([torch.isfinite(t).flatten(1).all(1) for k, t in tensors.items() if k != "label"]).all(0)
+    if not bool(finite.all()):
+        bad = [names[i] for i in (~finite).nonzero().flatten().tolist()]
+        raise NonFiniteLatents(f"the VAE at {cfg.vae} encodes {len(bad)} clip(s) of {path.name} to non-finite latents "
+                               f"({', '.join(bad[:3])}): nothing of that shard was written; is the VAE a diverged one?")
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"clips": str(len(indices)), "cache": identity}))
 
 
 def _load_vae(cfg: LatentCacheConfig, device: torch.device) -> VideoAutoencoder:
@@ -135,28 +158,55 @@ def build_cache(cfg: LatentCacheConfig, accelerator: Optional[Accelerator] = Non
     with accelerator.main_process_first():
         passes = _passes(cfg)
     dataset = torch.utils.data.ConcatDataset(passes)
+    identity = cache_identity(cfg, vae_hash, passes[0])
+    held = []
+
+    def claim() -> None:
+        held.append(hold_folder(out, "latent cache build"))
+        prepare_cache_folder(out, identity, cfg.overwrite)
+
+    try:
+        decide_on_main(accelerator, claim)
+        _encode_missing(vae, dataset, cfg, accelerator, identity_sha256(identity))
+        if accelerator.is_main_process:
+            _write_manifest(cfg, vae, vae_hash, passes, identity)
+        accelerator.wait_for_everyone()
+    finally:
+        for lock in held:
+            lock.release()
+    return out / MANIFEST
+
+
+def _encode_missing(vae: VideoAutoencoder, dataset, cfg: LatentCacheConfig, accelerator: Accelerator,
+                    identity: str) -> None:
+    """Encode this process's shards that are not there yet (every process; ends when all have)."""
+    out = Path(cfg.output_dir)
     shards = [list(range(s, min(s + cfg.shard_size, len(dataset)))) for s in range(0, len(dataset), cfg.shard_size)]
     mine = [s for s in range(len(shards)) if s % accelerator.num_processes == accelerator.process_index]
-    todo = [s for s in mine if not _shard_path(out, s).is_file()]
+    todo = [s for s in mine if shard_identity(_shard_path(out, s)) != identity]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc="caching latents", unit="shard",
                disable=not accelerator.is_local_main_process)
     for s in todo:
-        _encode_shard(vae, dataset, shards[s], cfg, accelerator, _shard_path(out, s))
+        _encode_shard(vae, dataset, shards[s], cfg, accelerator, _shard_path(out, s), identity)
         bar.update()
     bar.close()
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        paths = [_shard_path(out, s) for s in range(len(shards))]
-        write_json(out / MANIFEST, {
-            "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": type(vae).__name__,
-                    "config": dict(vae.config)},
-            "data": clip_settings(cfg.data), "passes": cfg.passes, "clips": len(dataset),
-            "num_classes": passes[0].num_classes, "class_names": list(passes[0].class_names),
-            "latent_shape": list(_latent_shape(paths[0])), "store_std": cfg.store_std,
-            "shards": [p.name for p in paths], "skipped": passes[0].skip_summary(), "config": to_dict(cfg),
-        })
-    accelerator.wait_for_everyone()
-    return out / MANIFEST
+
+
+def _write_manifest(cfg: LatentCacheConfig, vae: VideoAutoencoder, vae_hash: str, passes: list, identity: dict) -> None:
+    """The manifest, last: a cache without one is unfinished. Paths are recorded for people, never compared."""
+    out, clips = Path(cfg.output_dir), sum(len(p) for p in passes)
+    paths = [_shard_path(out, s) for s in range(math.ceil(clips / cfg.shard_size))]
+    write_json(out / MANIFEST, {
+        "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": type(vae).__name__,
+                "config": dict(vae.config)},
+        "source": {"root": str(Path(cfg.data.root).resolve()) if cfg.data.root else "", "path": cfg.data.path},
+        "identity": identity, "cache_sha256": identity_sha256(identity),
+        "data": clip_settings(cfg.data), "passes": cfg.passes, "clips": clips,
+        "num_classes": passes[0].num_classes, "class_names": list(passes[0].class_names),
+        "latent_shape": list(_latent_shape(paths[0])), "store_std": cfg.store_std,
+        "shards": [p.name for p in paths], "skipped": passes[0].skip_summary(), "config": to_dict(cfg),
+    })
 
 
 def _latent_shape(path: Path) -> tuple[int, ...]:

@@ -22,9 +22,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..common.cli import parse_cli
-from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
+from ..common.errors import ConfigError, MissingFileError, UserError, exit_on_user_error
 from ..common.files import atomic_write
-from .latent_cache import MANIFEST, LatentDataset
+from .latent_cache import MANIFEST, LatentDataset, NonFiniteLatents
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -42,12 +42,31 @@ def is_exported(path: str | Path) -> bool:
     return Path(path, "state.json").is_file() or Path(path, "dataset_dict.json").is_file()
 
 
+class ExportConflict(UserError):
+    """An export pointed at its own cache, or at a folder that is not an earlier export of that cache."""
+
+
+def check_export_target(cache_dir: str | Path, output_dir: str | Path, manifest: dict) -> None:
+    """Refuse to write where the export would replace anything but an earlier export of this same cache."""
+    out, source = Path(output_dir).resolve(), Path(cache_dir).resolve()
+    if out == source or source in out.parents or out in source.parents:
+        raise ExportConflict(f"output_dir={output_dir} is the cache at {cache_dir}, lies inside it or holds it: "
+                             f"export to a folder of its own")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        earlier = json.loads((out / MANIFEST).read_text()) if is_exported(out) and (out / MANIFEST).is_file() else None
+        if earlier != manifest:
+            what = "an export of another cache" if earlier is not None else "not an export of a latent cache"
+            raise ExportConflict(f"output_dir={output_dir} is not empty and {what}: the export replaces only its "
+                                 f"own earlier export; choose a new or empty folder")
+
+
 def export_latents(cfg: LatentExportConfig) -> Path:
     """Write the cache at `cfg.cache_dir` as a `datasets` folder (and push it); returns the folder."""
     import datasets
 
     cache = LatentDataset(cfg.cache_dir)
     manifest, shape = cache.manifest, tuple(cache.manifest["latent_shape"])
+    check_export_target(cfg.cache_dir, cfg.output_dir, manifest)
     columns = {"mean": datasets.Array4D(shape, "float32"), "label": datasets.Value("int64")}
     if manifest["store_std"]:
         columns["std"] = datasets.Array4D(shape, "float32")
@@ -55,6 +74,9 @@ def export_latents(cfg: LatentExportConfig) -> Path:
     def rows():
         for i in tqdm(range(len(cache)), desc="exporting latents", unit="clip"):
             item = cache[i]
+            if not all(bool(torch.isfinite(item[key]).all()) for key in ("mean", "std") if key in item):
+                raise NonFiniteLatents(f"clip {i} of the cache at {cfg.cache_dir} holds non-finite latents: "
+                                       f"rebuild the cache (cache_latents.py overwrite=true)")
             yield {key: item[key].numpy() if torch.is_tensor(item[key]) else item[key] for key in columns}
 
     info = datasets.DatasetInfo(description=json.dumps(manifest))

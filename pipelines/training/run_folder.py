@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Optional
 
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
 
 from ..common.config import save_config, to_dict
 from ..common.errors import MissingFileError, UserError
 from ..common.files import read_json, remove, sweep_temporaries
 from ..common.layout import CHECKPOINT_PREFIX, TrainingRunLayout
 from ..common.locks import hold_folder
+from .accelerator import decide_on_main
 
 RUN_RECORD = "run.json"
 # Keys a resumed run may change: they decide how long and how visibly it runs, not what it computes.
@@ -143,23 +143,22 @@ def _decide(cfg, layout: TrainingRunLayout) -> tuple[RunRecord, Optional[Path]]:
 
 
 def claim_run_folder(accelerator: Accelerator, cfg, layout: TrainingRunLayout):
-    """Lock the run folder, check it against `cfg`, record the run and save its config (main process decides).
+    """Lock the run folder, check it against `cfg` and save the run's config (the main process decides).
 
-    Returns (lock or None off the main process, this run's record, the checkpoint to resume from or None)."""
-    outcome: list = [None, None, None]
-    lock = None
-    if accelerator.is_main_process:
-        try:
-            lock = hold_folder(layout.root, "training run")
-            sweep_temporaries(layout.checkpoints)
-            record, target = _decide(cfg, layout)
-            save_config(cfg, layout.config)
-            outcome = [record, str(target) if target else None, None]
-        except UserError as err:
-            outcome = [None, None, (type(err), str(err))]
-    record, target, error = broadcast_object_list(outcome)
-    if error:
-        if lock is not None:
+    Returns (the lock, None off the main process; this run's record; the checkpoint to resume from or None)."""
+    held = []
+
+    def decide() -> tuple[RunRecord, Optional[str]]:
+        held.append(hold_folder(layout.root, "training run"))
+        sweep_temporaries(layout.checkpoints)
+        record, target = _decide(cfg, layout)
+        save_config(cfg, layout.config)
+        return record, str(target) if target else None
+
+    try:
+        record, target = decide_on_main(accelerator, decide)
+    except UserError:
+        for lock in held:
             lock.release()
-        raise error[0](error[1])
-    return lock, record, Path(target) if target else None
+        raise
+    return (held[0] if held else None), record, Path(target) if target else None
