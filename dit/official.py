@@ -16,6 +16,8 @@ from typing import Union
 
 import torch
 
+from vae.torch_files import load_tensors
+
 from .presets import DIT_PRESETS
 
 WHERE = ("https://github.com/Vchitect/Latte (ucf101.pt, skytimelapse.pt, ...) or "
@@ -30,7 +32,7 @@ FIXED = ("pos_embed", "temp_embed")
 def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no Latte checkpoint at {path}: download one from {WHERE}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, WHERE)
     state = state.get("ema") or state.get("model") or state
     state = {key.removeprefix("module."): value for key, value in state.items()}
     if "x_embedder.proj.weight" not in state:

@@ -3,6 +3,7 @@ compression ratios, frame-rule and shape errors, causal-cache chunked == full (f
 no state between calls, latent normalisation; plus the per-frame image VAE and the causal convolution."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -249,3 +250,26 @@ def test_causal_conv_chunked_equals_full_and_is_causal(start_padding):
                         else torch.zeros_like(x[:, :, :2]), x], dim=2)
     reference = torch.nn.functional.conv3d(padded, conv.weight, conv.bias, padding=(0, 1, 1))
     assert (full - reference).abs().max() <= 1e-12
+
+
+class PlantedCode:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("name", ["LeanVAE-dim4.ckpt", "ivvae_z16_dim64.pth"])
+def test_a_released_file_with_pickled_code_is_refused_in_one_line(name, tmp_path, capsys):
+    from pipelines.training import latent_cache
+
+    marker = tmp_path / "the planted code ran"
+    torch.save({"state_dict": {"weight": torch.zeros(1)}, "hook": PlantedCode(marker)}, tmp_path / name)
+    with pytest.raises(ValueError, match=r"holds pickled objects other than tensors \(.*posix.mkdir.*\): refusing"):
+        load_autoencoder(tmp_path / name)
+    with pytest.raises(SystemExit) as exit_info:
+        latent_cache.main([f"vae={tmp_path / name}", f"output_dir={tmp_path / 'cache'}"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "refusing to load it" in err
+    assert "weights_only=False" not in err and not marker.exists()

@@ -365,3 +365,38 @@ def test_data_config_loads_as_a_section(tmp_path):
 def test_build_synthetic_and_vae_frame_rule():
     data = build_dataset(DataConfig(num_samples=3, num_frames=5, resolution=16, synthetic_classes=4))
     assert len(data) == 3 and data.num_classes == 4 and data[2]["video"].shape == (3, 5, 16, 16)
+
+
+def test_a_symlink_cycle_is_followed_once(tmp_path):
+    root = tmp_path / "videos"
+    write_video(root / "cls" / "clip.mp4", coded_frames(6), fps=8)
+    os.symlink(root, root / "cls" / "loop")  # cls/loop/cls/loop/... without end
+    os.symlink(root / "cls", root / "alias")  # a second name for one folder
+    assert [s.path for s in index_module.scan_sources(root)] == [str(root / "alias" / "clip.mp4")]
+    assert len(VideoFolder(root, num_frames=4, **small(root))) == 1
+
+
+@pytest.mark.parametrize("name", ["concat:{0}|{0}", "subfile:,start,0,end,0,,:{0}", "http://127.0.0.1:9/clip.mp4"])
+def test_a_path_is_opened_as_a_local_file_only(tmp_path, name):
+    clip = write_video(tmp_path / "clip.mp4", coded_frames(4), fps=8)
+    with pytest.raises(VideoReadError, match="cannot open video"):
+        probe(name.format(clip))
+    with pytest.raises(VideoReadError, match="cannot open video"):
+        read_frames(name.format(clip), [0])
+
+
+def test_frames_over_the_pixel_limit_are_skipped_and_counted(tmp_path, monkeypatch):
+    root = tmp_path / "videos"
+    write_video(root / "a" / "small.mp4", coded_frames(6)[:, :16, :16], fps=8)
+    write_video(root / "a" / "large.mp4", coded_frames(6), fps=8)  # 48 x 64
+    frames = root / "b" / "large_frames"
+    frames.mkdir(parents=True)
+    for i, frame in enumerate(coded_frames(6)):
+        Image.fromarray(frame).save(frames / f"{i:04d}.png")
+    monkeypatch.setattr("pipelines.data.video_io.MAX_FRAME_PIXELS", 16 * 16)
+    with pytest.raises(VideoReadError, match="64x48, over the 256-pixel limit") as err:
+        probe(root / "a" / "large.mp4")
+    assert err.value.reason == "too_large"
+    with pytest.warns(SkippedVideoWarning, match="over the 256-pixel limit"):
+        data = VideoFolder(root, num_frames=4, **small(root))
+    assert len(data) == 1 and data.skip_summary() == "skipped 2 of 3 videos: too_large 2"

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torchvision.models.vgg import cfgs, make_layers
 
+from .torch_files import load_tensors
+
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 LPIPS_LIN_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
 VGG16_FILENAME = "vgg16-397923af.pth"
@@ -65,7 +67,7 @@ def resolve_weight_paths(vgg_path: str | Path | None = None, lin_path: str | Pat
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} is not a state dict (got {type(state).__name__})")
     return state

@@ -53,11 +53,12 @@ def default_cache_dir() -> Path:
 
 
 def scan_sources(root: str | Path, videos: bool = True, frame_folders: bool = True) -> list[Source]:
-    """All video files and/or frame folders (folders holding images) under `root`, sorted; hidden ones skipped."""
+    """All video files and/or frame folders (folders holding images) under `root`, sorted; hidden ones skipped.
+    Symbolic links are followed, each real folder once: a link cycle, or two links to one folder, is read once."""
     root = os.path.abspath(root)
-    found = []
+    found, seen = [], {_folder_key(root)}
     for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and _first_visit(os.path.join(folder, d), seen))
         files = [f for f in files if not f.startswith(".")]
         if videos:
             for name in files:
@@ -70,6 +71,19 @@ def scan_sources(root: str | Path, videos: bool = True, frame_folders: bool = Tr
             if images:
                 found.append(Source(folder, f"{images}:{os.stat(folder).st_mtime_ns}"))
     return sorted(found, key=lambda s: s.path)
+
+
+def _folder_key(path: str) -> tuple[int, int]:
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
+def _first_visit(path: str, seen: set) -> bool:
+    key = _folder_key(path)
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def _fingerprint(root: Path, sources: list[Source]) -> str:

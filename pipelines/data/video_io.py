@@ -20,6 +20,9 @@ from PIL import Image
 
 from ..common.files import atomic_write
 
+# Frames are decoded at full size before the resize; 4096 x 4096 (a 17-frame clip: 0.9 GB as uint8, 3.4 GB as
+# float) is the largest frame read. Larger videos are skipped as "too_large" (4K UHD, 3840 x 2160, passes).
+MAX_FRAME_PIXELS = 4096 * 4096
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -27,7 +30,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 class VideoReadError(RuntimeError):
     """A video or frame folder that cannot be read (missing, corrupt, truncated, or without the frames asked for).
 
-    `reason` is one of "unreadable" or "truncated", the keys under which data sets count skipped videos.
+    `reason` is one of "unreadable", "truncated" or "too_large", the keys under which data sets count skipped videos.
     """
 
     def __init__(self, message: str, reason: str = "unreadable"):
@@ -66,14 +69,25 @@ def list_frame_files(folder: str | Path) -> list[str]:
 
 def _open(path: str | Path | bytes, name: str = "") -> av.container.InputContainer:
     source, path = path, name or path
+    # FFmpeg opens whatever a name says ("http://...", "concat:a|b", "subfile:..."), and a playlist inside a video
+    # opens more. A data set's paths are data, not commands: only local files are opened, and nothing at all
+    # from inside a video given as bytes.
     try:
-        # Bytes are a whole encoded video (a `datasets` row, a tar member): PyAV demuxes from memory.
-        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+        if isinstance(source, bytes):  # a whole encoded video (a `datasets` row, a tar member), demuxed from memory
+            container = av.open(io.BytesIO(source), options={"protocol_whitelist": "none"})
+        else:
+            container = av.open(str(source), options={"protocol_whitelist": "file"})
     except (av.FFmpegError, OSError, ValueError) as err:
         raise VideoReadError(f"cannot open video {path}: {err}") from err
     if not container.streams.video:
         container.close()
         raise VideoReadError(f"no video stream in {path}")
+    stream = container.streams.video[0]
+    if stream.width * stream.height > MAX_FRAME_PIXELS:
+        container.close()
+        raise VideoReadError(f"video {path} is {stream.width}x{stream.height}, over the {MAX_FRAME_PIXELS:,}-pixel "
+                             f"limit of one frame (frames are decoded at full size before the resize): resize it first",
+                             "too_large")
     return container
 
 
@@ -99,7 +113,7 @@ def probe_video(path: str | Path | bytes, name: str = "") -> VideoInfo:
     file is truncated. Empty packets (AVI's dropped-frame entries) count towards the header's number but are
     not frames. The first frame is decoded to make sure the stream is decodable at all. `path` may be the
     encoded bytes of a video; `name` then says which in messages.
-    Raises VideoReadError (reason "unreadable" or "truncated").
+    Raises VideoReadError (reason "unreadable", "truncated" or "too_large").
     """
     container, path = _open(path, name), name or path
     try:
@@ -139,9 +153,13 @@ def probe_frame_folder(folder: str | Path) -> VideoInfo:
         raise VideoReadError(f"no image files in frame folder {folder}")
     for file in (files[0], files[-1]):
         try:
-            Image.open(file).close()  # parses the header only
+            with Image.open(file) as image:  # parses the header only
+                width, height = image.size
         except (OSError, ValueError) as err:
             raise VideoReadError(f"cannot read frame {file}: {err}") from err
+        if width * height > MAX_FRAME_PIXELS:
+            raise VideoReadError(f"frame {file} is {width}x{height}, over the {MAX_FRAME_PIXELS:,}-pixel limit of one "
+                                 f"frame: resize the frames first", "too_large")
     return VideoInfo(num_frames=len(files), fps=0.0)
 
 

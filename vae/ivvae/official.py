@@ -10,6 +10,8 @@ from typing import Optional, Union
 
 import torch
 
+from ..torch_files import load_tensors
+
 RELEASED_STRUCTURE = dict(num_res_blocks=2)  # the released models' constructor default
 WHERE = "https://modelscope.cn/models/wpy1999/iv-vae (the .pth files of github.com/ali-vilab/iv-vae)"
 
@@ -17,7 +19,7 @@ WHERE = "https://modelscope.cn/models/wpy1999/iv-vae (the .pth files of github.c
 def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no IV-VAE weights at {path}: download them from {WHERE}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, WHERE)
     state = state.get("state_dict", state)
     return {key.removeprefix("module."): value for key, value in state.items()}
 

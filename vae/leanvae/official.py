@@ -19,6 +19,8 @@ from typing import Sequence, Union
 
 import torch
 
+from ..torch_files import load_tensors
+
 WHERE = "https://huggingface.co/Yumic/LeanVAE (LeanVAE-dim4.ckpt / LeanVAE-dim16.ckpt)"
 PARTS = ("encoder.", "decoder.", "latent_bottleneck.", "std_layer.")  # the autoencoder's; the rest is losses
 STACKS = {"encoder.low_layer": "enc_lc", "encoder.high_layer": "enc_hc", "encoder.fusion_layer": "enc_fusion",
@@ -35,7 +37,7 @@ def official_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The autoencoder's tensors, official names, from a released or a Lightning training checkpoint."""
     if not path.is_file():
         raise FileNotFoundError(f"no LeanVAE checkpoint at {path}: download one from {WHERE}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, WHERE)
     state = state.get("state_dict", state)
     state = {key.removeprefix("module.").removeprefix("autoencoder."): value for key, value in state.items()}
     state = {key: value for key, value in state.items() if key.startswith(PARTS)}

@@ -14,6 +14,8 @@ from typing import Union
 import torch
 from safetensors.torch import load_file
 
+from ..torch_files import load_tensors
+
 OFFICIAL_CLASS = "WFVAEModel"
 OFFICIAL_CONSTANT = 0.3536
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -43,7 +45,7 @@ def official_state_dict(weights: Path) -> dict[str, torch.Tensor]:
     """The autoencoder's tensors from a released safetensors file or a training checkpoint."""
     if weights.suffix == ".safetensors":
         return load_file(str(weights))
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_tensors(weights)
     if state.get("ema_state_dict"):
         return {key.removeprefix("module."): value for key, value in state["ema_state_dict"].items()}
     state = state.get("state_dict", state)
