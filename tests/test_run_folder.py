@@ -6,11 +6,13 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from pipelines.common.locks import FolderInUse, hold_folder
+from pipelines.data import VideoFolder, VideoReadError, clip_dataset, read_frames, write_video
 from pipelines.training.checkpoints import UnsafeCheckpoint
 from pipelines.training.health import NonFiniteTraining
 from pipelines.training.run_folder import RunFolderConflict
@@ -118,3 +120,43 @@ def test_a_diverging_run_stops_with_one_line_and_saves_nothing_non_finite(tmp_pa
         weights = load_file(folder / "model.safetensors")
         assert all(bool(torch.isfinite(t).all()) for t in weights.values()), folder.name
     assert not (tmp_path / "train_summary.json").exists()
+
+
+class ClipMeans(ToyTrainer):
+    """The toy model on the colour means of real video clips: a folder of 6 videos, one of which breaks when read."""
+
+    root: Path
+
+    def build_dataset(self):
+        return VideoFolder(self.root, num_frames=2, resolution=16, index_dir=self.root.parent / "index")
+
+    def micro_step(self, batch, generator):
+        self.seen.extend(batch["path"])
+        x = batch["video"].mean(dim=(2, 3, 4))  # (B, 3)
+        loss = (self.parts[0].model.linear(x).squeeze(1) - batch["label"].float()).pow(2).mean()
+        self.accelerator.backward(loss)
+        return {"loss/total": loss.detach()}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_clip_read_failing_in_a_worker_is_dropped_and_counted(tmp_path, monkeypatch, workers):
+    root = tmp_path / "videos"
+    frames = np.zeros((4, 16, 16, 3), np.uint8)
+    for i in range(6):
+        write_video(root / f"class{i % 2}" / f"clip{i}.mp4", frames + 40 * i, fps=8)
+    broken = str(root / "class1" / "clip3.mp4")
+
+    def read(path, indices):  # the file broke after it was indexed (a disk error, a partial sync)
+        if path == broken:
+            raise VideoReadError(f"cannot decode video {path}: simulated", "truncated")
+        return read_frames(path, indices)
+
+    monkeypatch.setattr(clip_dataset, "read_frames", read)
+    monkeypatch.setattr(ClipMeans, "root", root, raising=False)
+    reset_accelerate_state()
+    trainer = ClipMeans(ToyConfig(output_dir=str(tmp_path / "run"), max_steps=3, batch_size=2, num_workers=workers))
+    trainer.seen = []
+    summary = trainer.run()
+    assert summary["failed_reads"] == 1 and summary["logs"]["data/failed_reads"] == 1
+    if not workers:  # (workers feed copies of the trainer: what they saw is known here only without them)
+        assert sorted(trainer.seen) == sorted({str(p) for p in root.rglob("*.mp4")} - {broken})  # none twice

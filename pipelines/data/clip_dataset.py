@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from ..common.errors import DataError, MissingFileError
 from ..common.seeding import keyed_generator
@@ -44,7 +44,9 @@ class ClipSamples(Dataset):
     Subclasses fill `samples` (through `_add`) and say how a sample's frames are read (`_read`); `source` names
     the data set in messages. Skipped videos warn once each (SkippedVideoWarning) and are listed in `skipped`
     (reason -> paths); `skip_summary()` gives the line to print at the end of a run. A video that fails only when
-    read (in a worker) is replaced by the next usable one and counted in that process's `skipped`.
+    read (in a worker) is replaced by the next usable one, and the item says so ("replaces": the failed reads,
+    "" for a clip that stands for itself): evaluation sets keep their size, `collate_clips` drops the stand-ins
+    from training batches (a neighbour's clip seen twice) and hands the failures on to be counted.
     """
 
     source = ""
@@ -65,7 +67,7 @@ class ClipSamples(Dataset):
         self.class_names: list[str] = []
         self.skipped: dict[str, list[str]] = {}
         self.samples: list[ClipSource] = []
-        self._failed_here: set[str] = set()
+        self._failed_here: dict[str, str] = {}  # path -> reason, of reads that failed in this process
 
     def _read(self, sample: ClipSource, indices: list[int]) -> np.ndarray:
         """uint8 frames (T, H, W, 3) of `sample` at `indices`; raises VideoReadError."""
@@ -109,15 +111,18 @@ class ClipSamples(Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self.samples):
             raise IndexError(f"index {index} out of range for a data set of {len(self.samples)} clips")
+        failures = []
         for offset in range(min(MAX_REPLACEMENTS, len(self.samples))):
             sample = self.samples[(index + offset) % len(self.samples)]
             if sample.path in self._failed_here:
+                failures.append(f"{self._failed_here[sample.path]}: {sample.path}")
                 continue
             try:
-                return self._load(sample, index)
+                return self._load(sample, index) | {"replaces": "; ".join(failures)}
             except VideoReadError as err:
-                self._failed_here.add(sample.path)
+                self._failed_here[sample.path] = err.reason
                 self._skip(err.reason, sample.path, str(err))
+                failures.append(f"{err.reason}: {sample.path}")
         raise RuntimeError(f"{MAX_REPLACEMENTS} videos in a row from item {index} of '{self.source}' failed to read "
                            f"({self.skip_summary()})")
 
@@ -127,6 +132,17 @@ class ClipSamples(Dataset):
                                                  self.clip_sampling, generator))  # (T, H, W, 3)
         flip = self.random_flip and bool(torch.rand((), generator=generator) < 0.5)
         return {"video": frames_to_tensor(frames, self.resolution, flip), "label": sample.label, "path": sample.path}
+
+
+def collate_clips(items: list[dict]) -> dict:
+    """A training batch of clips without the stand-ins for videos that failed to read (see `ClipSamples`); their
+    failures travel with the batch as "read_failures" (a list of "reason: path"). Items of other data sets are
+    batched as they are."""
+    kept = [item for item in items if not item.get("replaces")]
+    if not kept:
+        raise DataError(f"every clip of a batch failed to read ({'; '.join(i['replaces'] for i in items)})")
+    batch = default_collate([{k: v for k, v in item.items() if k != "replaces"} for item in kept])
+    return batch | {"read_failures": [item["replaces"] for item in items if item.get("replaces")]}
 
 
 class VideoClipDataset(ClipSamples, ABC):

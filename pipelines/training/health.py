@@ -38,11 +38,16 @@ class StepHealth:
         self.skipped, self.in_a_row = int(state["skipped"]), int(state["in_a_row"])
         self.failed_reads = int(state["failed_reads"])
 
-    def finite(self, accelerator: Accelerator, losses: Iterable[float], norms: Iterable[Optional[float]]) -> bool:
-        """Whether this step's losses (and gradient norms) are finite on every process (a collective call)."""
+    def finite(self, accelerator: Accelerator, losses: Iterable[float], norms: Iterable[Optional[float]],
+               failed_reads: int = 0) -> bool:
+        """Whether this step's losses (and gradient norms) are finite on every process; adds the clip reads that
+        failed in this step on every process (in its DataLoader workers too) to the count. A collective call."""
         values = list(losses) + ([n for n in norms if n is not None] if self.check_gradients else [])
-        bad = torch.tensor([float(not all(math.isfinite(v) for v in values))], device=accelerator.device)
-        return float(accelerator.reduce(bad, reduction="sum").item()) == 0.0
+        local = torch.tensor([float(not all(math.isfinite(v) for v in values)), float(failed_reads)],
+                             device=accelerator.device)
+        bad, failed = accelerator.reduce(local, reduction="sum").tolist()
+        self.failed_reads += int(failed)
+        return bad == 0.0
 
     def passed(self) -> None:
         self.in_a_row = 0

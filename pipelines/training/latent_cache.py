@@ -40,6 +40,7 @@ from ..common.errors import ConfigError, MissingFileError, UserError, exit_on_us
 from ..common.files import atomic_write, write_json
 from ..common.locks import hold_folder
 from ..data import DataConfig, build_dataset
+from ..data.clip_dataset import collate_clips
 from .accelerator import decide_on_main
 from .cache_folder import MANIFEST, clip_list_sha256, identity_sha256, prepare_cache_folder, shard_identity
 
@@ -105,11 +106,13 @@ def _shard_path(out: Path, shard: int) -> Path:
 
 def _encode_shard(vae: VideoAutoencoder, dataset, indices: list[int], cfg: LatentCacheConfig, accelerator: Accelerator,
                   path: Path, identity: str) -> None:
-    loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, num_workers=cfg.num_workers)
-    means, stds, labels, names = [], [], [], []
+    loader = DataLoader(Subset(dataset, indices), batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                        collate_fn=collate_clips)
+    means, stds, labels, names, failures = [], [], [], [], []
     with torch.no_grad(), accelerator.autocast():
         for batch in loader:
             names += list(batch["path"])
+            failures += batch["read_failures"]
             video = batch["video"].to(accelerator.device)  # (B, 3, T, H, W)
             posterior = vae.encode(video, chunk_size=cfg.chunk_size).latent_dist
             means.append(posterior.mean.float().cpu())  # (B, d, T', h, w)
@@ -123,7 +126,8 @@ def _encode_shard(vae: VideoAutoencoder, dataset, indices: list[int], cfg: Laten
         bad = [names[i] for i in (~finite).nonzero().flatten().tolist()]
         raise NonFiniteLatents(f"the VAE at {cfg.vae} encodes {len(bad)} clip(s) of {path.name} to non-finite latents "
                                f"({', '.join(bad[:3])}): nothing of that shard was written; is the VAE a diverged one?")
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"clips": str(len(indices)), "cache": identity}))
+    metadata = {"clips": str(len(names)), "cache": identity, "read_failures": json.dumps(failures)}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _load_vae(cfg: LatentCacheConfig, device: torch.device) -> VideoAutoencoder:
@@ -195,8 +199,10 @@ def _encode_missing(vae: VideoAutoencoder, dataset, cfg: LatentCacheConfig, acce
 
 def _write_manifest(cfg: LatentCacheConfig, vae: VideoAutoencoder, vae_hash: str, passes: list, identity: dict) -> None:
     """The manifest, last: a cache without one is unfinished. Paths are recorded for people, never compared."""
-    out, clips = Path(cfg.output_dir), sum(len(p) for p in passes)
-    paths = [_shard_path(out, s) for s in range(math.ceil(clips / cfg.shard_size))]
+    out = Path(cfg.output_dir)
+    paths = [_shard_path(out, s) for s in range(math.ceil(sum(len(p) for p in passes) / cfg.shard_size))]
+    metadata = [_shard_metadata(path) for path in paths]
+    clips, failed = sum(int(m["clips"]) for m in metadata), sum((json.loads(m["read_failures"]) for m in metadata), [])
     write_json(out / MANIFEST, {
         "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": type(vae).__name__,
                 "config": dict(vae.config)},
@@ -205,8 +211,14 @@ def _write_manifest(cfg: LatentCacheConfig, vae: VideoAutoencoder, vae_hash: str
         "data": clip_settings(cfg.data), "passes": cfg.passes, "clips": clips,
         "num_classes": passes[0].num_classes, "class_names": list(passes[0].class_names),
         "latent_shape": list(_latent_shape(paths[0])), "store_std": cfg.store_std,
-        "shards": [p.name for p in paths], "skipped": passes[0].skip_summary(), "config": to_dict(cfg),
+        "shards": [p.name for p in paths], "skipped": passes[0].skip_summary(), "read_failures": failed,
+        "config": to_dict(cfg),
     })
+
+
+def _shard_metadata(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as shard:
+        return shard.metadata()
 
 
 def _latent_shape(path: Path) -> tuple[int, ...]:
@@ -261,14 +273,14 @@ def check_cache(manifest: dict, vae_dir: str | Path, data: DataConfig) -> None:
     if manifest["vae"]["sha256"] != expected:
         raise CacheMismatch(
             f"the latent cache was made by the VAE at {manifest['vae']['path']} (sha256 "
-            f"{manifest['vae']['sha256'][:12]}...), not by {vae_dir} ({expected[:12]}...): rebuild the cache with "
-            f"this VAE or point the run at the VAE that made it")
+            f"{manifest['vae']['sha256'][:12]}...), not by {vae_dir} ({expected[:12]}...): point the run at the VAE "
+            f"that made it, or build a cache with this VAE (in another folder, or overwrite=true to replace it)")
     wanted = clip_settings(data)
     diffs = {k: (manifest["data"].get(k), v) for k, v in wanted.items() if manifest["data"].get(k) != v}
     if diffs:
         listed = ", ".join(f"{k}: cache {a!r} vs run {b!r}" for k, (a, b) in diffs.items())
-        raise CacheMismatch(f"the latent cache was made with other clip settings ({listed}); rebuild it or "
-                            f"change the run's data settings to match")
+        raise CacheMismatch(f"the latent cache was made with other clip settings ({listed}); change the run's "
+                            f"data settings to match, or build a cache with these (overwrite=true replaces it)")
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "cache_latents.py") -> Path:

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from ..common.files import write_json
 from ..common.layout import TrainingRunLayout
 from ..common.seeding import keyed_generator, keyed_global_rng, keyed_seed
+from ..data.clip_dataset import collate_clips
 from .accelerator import check_replicas, setup_accelerator, start_trackers, state_checksum
 from .batches import EpochSeededDataset, endless_batches
 from .checkpoints import Checkpoints, NonFiniteState, nonfinite_names
@@ -60,7 +61,7 @@ class Trainer(ABC):
         self.streaming = isinstance(data, IterableDataset)
         self.train_set = data if self.streaming else EpochSeededDataset(data, cfg.seed)
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=not self.streaming, drop_last=True,
-                            num_workers=cfg.num_workers)
+                            num_workers=cfg.num_workers, collate_fn=collate_clips)
         self.parts = self.build_parts()
         self.loader = prepare_parts(acc, self.parts, loader)
         self.model = acc.unwrap_model(self.parts[0].model)
@@ -143,11 +144,12 @@ class Trainer(ABC):
         drop the step if a loss or gradient norm is not finite on any process."""
         cfg, acc = self.cfg, self.accelerator
         active = [part for part in self.parts if self.step >= part.active_from]
-        step_logs = []
+        step_logs, failed_reads = [], 0
         for i in range(cfg.gradient_accumulation_steps):
             micro = self.step * cfg.gradient_accumulation_steps + i
             generator = keyed_generator(cfg.seed, acc.process_index, micro)
             batch = next(batches)
+            failed_reads += len(batch.pop("read_failures"))
             # Dropout and any other global-RNG draw inside the step are keyed too.
             with acc.accumulate(*[part.model for part in active]), keyed_global_rng(
                     keyed_seed(cfg.seed, acc.process_index, micro, 1), acc.device):
@@ -159,7 +161,7 @@ class Trainer(ABC):
             self.throughput.add(1)
         norms = {f"grad_norm/{part.name}": part.clip(acc, self.step) for part in active}
         losses = [float(v) for logs in step_logs for k, v in logs.items() if k.startswith("loss/")]
-        finite = self.health.finite(acc, losses, norms.values())
+        finite = self.health.finite(acc, losses, norms.values(), failed_reads)
         if finite:
             for part in active:
                 part.apply()
@@ -186,7 +188,7 @@ class Trainer(ABC):
             values[f"lr/{part.name}"] = part.scheduler.get_last_lr()[0]
         self.accelerator.log(values, step=self.step)
         self.last_logs = values
-        values["train/skipped_steps"] = self.health.skipped
+        values["train/skipped_steps"], values["data/failed_reads"] = self.health.skipped, self.health.failed_reads
         shown = {key.split("/")[-1]: f"{values[key]:.4g}" for key in self.postfix_keys if key in values}
         bar.set_postfix(**shown, clips_s=f"{values['train/clips_per_s']:.2f}", mfu=f"{values['perf/mfu']:.0%}")
 
@@ -206,7 +208,8 @@ class Trainer(ABC):
                        "clips_per_s": round(steps * cfg.clips_per_step * acc.num_processes / max(seconds, 1e-9), 3),
                        "num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type),
                        "logs": self.last_logs, "replica_checksums": checksums,
-                       "skipped_steps": self.health.skipped, "run": self.checkpoints.record.to_json()}
+                       "skipped_steps": self.health.skipped, "failed_reads": self.health.failed_reads,
+                       "run": self.checkpoints.record.to_json()}
             summary |= self.export(final)
             write_json(self.layout.summary, summary)
         acc.wait_for_everyone()
