@@ -53,7 +53,8 @@ class StepHealth:
         self.in_a_row = 0
 
     def skip(self, step: int, last_checkpoint: str, stop_now: bool = False) -> None:
-        """Count a skipped step; raise NonFiniteTraining when the run must stop."""
+        """Count a skipped step (`step` numbered as checkpoints are, from 1); raise NonFiniteTraining when the
+        run must stop."""
         self.skipped += 1
         self.in_a_row += 1
         if stop_now or self.in_a_row >= self.limit:

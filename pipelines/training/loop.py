@@ -128,15 +128,15 @@ class Trainer(ABC):
         means, bar = RunningMeans(), progress(acc, self.step, cfg.max_steps, self.name)
         start_step, start_time = self.step, time.perf_counter()
         self.throughput.start()
-        while self.step < cfg.max_steps:
-            self._train_step(batches, means)
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                self._log(means.pop(acc) | self.throughput.logs(), bar)
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                self.checkpoints.save(acc, self.step, self._weights())
-            self.after_step()
-        bar.close()
+        with bar:  # closed (its line ended) before any error is printed
+            while self.step < cfg.max_steps:
+                self._train_step(batches, means)
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    self._log(means.pop(acc) | self.throughput.logs(), bar)
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.checkpoints.save(acc, self.step, self._weights())
+                self.after_step()
         return self._finish(time.perf_counter() - start_time, start_step)
 
     def _train_step(self, batches: Iterator, means: RunningMeans) -> None:
@@ -174,7 +174,7 @@ class Trainer(ABC):
             for part in active:
                 part.discard()
             last = self.checkpoints.mine()
-            self.health.skip(self.step, str(last[-1]) if last else "none (no checkpoint was saved)",
+            self.health.skip(self.step + 1, str(last[-1]) if last else "none (no checkpoint was saved)",
                              stop_now=acc.distributed_type == DistributedType.DEEPSPEED)
         self.step += 1
 
