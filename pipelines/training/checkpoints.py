@@ -23,8 +23,10 @@ from ..common.files import commit, remove, temporary_path, write_json
 from ..common.layout import TrainingRunLayout
 from .run_folder import RUN_RECORD, RunRecord, checkpoint_folders
 
-NOT_PICKLES = (".safetensors", ".json", ".py", ".yaml", ".txt")  # read as data, never unpickled (.py: DeepSpeed's
-# zero_to_fp32.py, which only a user runs)
+# Files read as data and never unpickled: safetensors, records, and DeepSpeed's tag file ("latest") and its
+# conversion scripts (zero_to_fp32.py), which only a user runs.
+NOT_PICKLES = (".safetensors", ".json", ".py", ".yaml", ".txt")
+NOT_PICKLE_NAMES = ("latest",)
 
 
 class UnsafeCheckpoint(UserError):
@@ -58,9 +60,8 @@ def _safe_globals() -> list:
 
 def check_loadable(folder: Path) -> None:
     """Load every state file under `folder` with `weights_only=True` (memory-mapped: no tensor data is read)."""
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(NOT_PICKLES)):
-        if path.name == "latest":  # DeepSpeed's text file naming its tag
-            continue
+    for path in sorted(p for p in folder.rglob("*")
+                       if p.is_file() and not p.name.endswith(NOT_PICKLES) and p.name not in NOT_PICKLE_NAMES):
         try:
             with torch.serialization.safe_globals(_safe_globals()):
                 try:
