@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import sys
 
-import torch
-
 from pipelines.common.cli import parse_cli
 from pipelines.common.errors import exit_on_user_error
 from pipelines.evaluation.generation import EvalConfig, evaluate
@@ -44,13 +42,7 @@ FLAGS = {
 
 def main(argv=None) -> int:
     with exit_on_user_error("evaluate.py"):
-        try:
-            report = evaluate(parse_cli(EvalConfig, argv, __doc__, flags=FLAGS))
-        finally:
-            # A process that exits with its gloo group alive can abort in gloo's threads ("terminate called
-            # without an active exception"): the second process of a CPU run did, now and then.
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
+        report = evaluate(parse_cli(EvalConfig, argv, __doc__, flags=FLAGS))
     if not report:  # another process of `accelerate launch evaluate.py`: the main one reports
         return 0
     print(json.dumps(report["results"], indent=2))

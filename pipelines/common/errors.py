@@ -30,9 +30,23 @@ class DataError(UserError, ValueError):
 
 @contextmanager
 def exit_on_user_error(prog: str) -> Iterator[None]:
-    """Inside, a `UserError` prints one line to stderr and exits with code 2."""
+    """Inside, a `UserError` prints one line to stderr and exits with code 2.
+
+    On the way out, however it ends, the process leaves its process group: a process that exits with its gloo
+    group alive can abort in gloo's threads ("terminate called without an active exception", SIGABRT), which
+    the second process of a CPU run did now and then - failing a run that had finished.
+    """
     try:
         yield
     except UserError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist  # here, not at the top: the error types need no torch
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
