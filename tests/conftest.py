@@ -64,3 +64,16 @@ def overfit_real_clip(test_data_dir):
         return start, psnr(model)
 
     return train
+
+
+def untouched_by_training(model: torch.nn.Module, loss_of) -> list[str]:
+    """The trainable parameters of `model` that two Adam steps on `loss_of(model)` leave as they were. Two, not one:
+    a residual branch starts at zero (vae/init.py), so its first layer gets its first gradient on the second step
+    (Adam, not SGD: that first gradient can be too small for an SGD step to change a float32 gain of 1)."""
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss_of(model).backward()
+        optimizer.step()
+    return [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, start[n])]

@@ -273,3 +273,38 @@ def test_a_released_file_with_pickled_code_is_refused_in_one_line(name, tmp_path
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1 and "refusing to load it" in err
     assert "weights_only=False" not in err and not marker.exists()
+
+
+FROM_SCRATCH = ["lean-small", "wfvae-small", "ivvae-small", "ivvae-small-keyframes"]  # the CPU defaults' models
+# LeanVAE keeps the official initialisation, whose decoder starts from the bottleneck's restoration Q y with
+# Q = Phi^T: the token's projection on the d measured directions, sqrt(d / D) of its scale (0.09 at lean-small).
+DECODER_STARTS_SMALL = {"lean-small": ("bottleneck", "dec_", "unembed")}
+
+
+def _init_statistics(preset: str) -> tuple[float, float, dict[str, float]]:
+    """On random video (uniform in [-1, 1], 17x64x64) at initialisation: the spread (std over channels) of the
+    latent means, the mean posterior std, and the std of every block's output (modules two levels deep)."""
+    torch.manual_seed(0)
+    model = build_autoencoder(preset).eval()
+    scales: dict[str, float] = {}
+    blocks = [(n, m) for n, m in model.named_modules() if n.count(".") == 1]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: scales.__setitem__(n, float(out.std())))
+             for n, m in blocks]
+    x = torch.rand(1, 3, 17, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        posterior = model.encode(x).latent_dist
+        model.decode(posterior.mode())
+    for hook in hooks:
+        hook.remove()
+    return float(posterior.mean.std(dim=1).mean()), float(posterior.std.mean()), scales
+
+
+@pytest.mark.parametrize("preset", FROM_SCRATCH)
+def test_a_vae_built_from_scratch_starts_with_a_latent_that_carries_its_input(preset):
+    """Latent means small beside the posterior noise carry almost nothing: the decoder learns to ignore them and
+    the KL keeps them there (posterior collapse; IV-VAE with PyTorch's default init: 0.05 vs 0.99)."""
+    spread, noise, scales = _init_statistics(preset)
+    assert spread >= 0.5 and spread >= 0.5 * noise, (spread, noise)
+    small = DECODER_STARTS_SMALL.get(preset, ())
+    shrunk = {name: s for name, s in scales.items() if not 0.2 <= s <= 5 and not name.startswith(small)}
+    assert not shrunk, shrunk

@@ -4,6 +4,7 @@ released weights giving the official outputs (golden files made by tests/data/ma
 
 import pytest
 import torch
+from conftest import untouched_by_training
 from golden import golden as read_golden
 
 from vae import LeanVAE, build_autoencoder, load_autoencoder
@@ -90,14 +91,18 @@ def test_encoder_is_causal():
     assert not torch.allclose(zx[:, :, 3:], zy[:, :, 3:])
 
 
-def test_gradients_reach_every_parameter():
-    model = tiny_vae().train()
+def test_training_reaches_every_parameter():
     x = video(9)
-    out = model(x, generator=torch.Generator().manual_seed(0))
-    loss = (out.sample - x).abs().mean() + 1e-3 * out.latent_dist.kl().mean()
-    loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
-    assert not missing, missing
+
+    def loss_of(m):
+        out = m(x, generator=torch.Generator().manual_seed(0))
+        return (out.sample - x).abs().mean() + 1e-3 * out.latent_dist.kl().mean()
+
+    # lean-small, not lean-tiny: at lean-tiny's width the ISTA transforms start below their soft threshold (0.01)
+    # under the official initialisation, so nothing reaches them; at lean-small's half their outputs pass it.
+    torch.manual_seed(0)
+    untouched = untouched_by_training(build_autoencoder("lean-small").train(), loss_of)
+    assert not untouched, untouched
 
 
 def test_tiny_vae_overfits_a_real_clip(overfit_real_clip):

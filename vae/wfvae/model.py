@@ -19,7 +19,8 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 from ..autoencoder import AutoencoderOutput, VideoAutoencoder
 from ..causal import Cache
 from ..posterior import DiagonalGaussian
-from .blocks import NORM_TYPES
+from ..init import SILU_GAIN, convolutions, posterior_head_, reset_norms_, unit_, zero_
+from .blocks import NORM_TYPES, CachedConv3d, FrameAttention, ResnetBlock2D, ResnetBlock3D
 from .decoder import Decoder
 from .encoder import Encoder
 from .official import load_official
@@ -97,6 +98,25 @@ class WFVAE(VideoAutoencoder):
                                norm_type, dropout, use_attention, haar_constant)
         self.decoder = Decoder(latent_dim, base_channels, decoder_num_resblocks, decoder_energy_flow_hidden_size,
                                norm_type, dropout, use_attention, t_interpolation, connect_res_layer_num, haar_constant)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """The rules of `vae/init.py` (the official code leaves PyTorch's defaults): unit-scale convolutions (SiLU
+        gain after norm + SiLU), residual branches and attention outputs from zero, the posterior head's
+        log-variance rows from zero, norm gains one. The Haar filters are fixed and stay as they are."""
+        for conv in convolutions(self):
+            if conv.weight.requires_grad:
+                unit_(conv)
+        for module in self.modules():
+            if isinstance(module, (ResnetBlock2D, ResnetBlock3D)):
+                unit_(_conv(module.conv1), SILU_GAIN)
+                zero_(_conv(module.conv2))
+            elif isinstance(module, FrameAttention):
+                zero_(_conv(module.proj_out))
+        reset_norms_(self)
+        unit_(self.decoder.conv_out, SILU_GAIN)
+        d = self.config.latent_dim
+        posterior_head_(_conv(self.encoder.conv_out), slice(d, 2 * d), SILU_GAIN)
 
     @property
     def latent_channels(self) -> int:
@@ -151,3 +171,8 @@ def _check_config(values: dict) -> None:
         raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {values['norm_type']!r}")
     if values["t_interpolation"] not in ("trilinear", "nearest"):
         raise ValueError(f"t_interpolation must be 'trilinear' or 'nearest', got {values['t_interpolation']!r}")
+
+
+def _conv(layer):
+    """The convolution inside a `CachedConv3d`, or the layer itself."""
+    return layer.conv if isinstance(layer, CachedConv3d) else layer
