@@ -21,9 +21,10 @@ from ..causal import Cache
 
 
 def per_frame(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 2-D convolution applied to every frame of x (B, C, T, H, W). Frame by frame is faster on CPU than one
-    call over frames folded into the batch, or a 1 x k x k 3-D convolution (bench/vae_speed.py)."""
-    return torch.stack([conv(x[:, :, i]) for i in range(x.shape[2])], dim=2)
+    """A 2-D convolution applied to every frame of x (B, C, T, H, W), as one 1 x k x k 3-D convolution with the
+    same weights: no copies, one call; a training step of ivvae-small ran 1.25x faster than frame by frame."""
+    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, (1, *conv.stride), (0, *conv.padding),
+                    (1, *conv.dilation), conv.groups)
 
 
 class Layer(nn.Module):
@@ -49,15 +50,28 @@ class GroupCausalConv3d(nn.Conv3d):
         if cache is not None:
             cache[self] = x[:, :, -1:].clone()
         rest = x[:, :, int(first):]
-        if rest.shape[2] % self.group:
-            raise ValueError(f"GroupCausalConv3d needs whole groups of {self.group} frames, got {rest.shape[2]}")
-        groups = ([x[:, :, :1]] if first else []) + (list(rest.split(self.group, dim=2)) if rest.shape[2] else [])
-        outputs = []
-        for group in groups:  # one call per group: less memory traffic than one call over all of them
-            window = torch.cat([previous, group, torch.zeros_like(previous)], dim=2)  # (B, C, g + 2, H, W)
-            outputs.append(super().forward(window))  # (B, C', g, H, W)
-            previous = group[:, :, -1:]
+        g = self.group
+        if rest.shape[2] % g:
+            raise ValueError(f"GroupCausalConv3d needs whole groups of {g} frames, got {rest.shape[2]}")
+        outputs = [self._windows(torch.cat([previous, x[:, :, :1]], dim=2))] if first else []  # frame 0 alone
+        if rest.shape[2]:
+            groups = rest.unflatten(2, (-1, g))  # (B, C, n, g, H, W)
+            before = torch.cat([previous, rest[:, :, g - 1 : -1 : g]], dim=2).unsqueeze(3)  # each group's previous
+            outputs.append(self._windows(torch.cat([before, groups], dim=3)))
         return torch.cat(outputs, dim=2)
+
+    def _windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """Windows (B, C, n, 1 + g, H, W) (or (B, C, 1 + g, H, W), one) -> (B, C', n g, H, W): all n groups in
+        one call, folded into the batch, each followed by a zero frame."""
+        if windows.ndim == 5:
+            windows = windows.unsqueeze(2)
+        b, c, n, t, h, w = windows.shape
+        folded = F.pad(windows.transpose(1, 2).reshape(b * n, c, t, h, w), (0, 0, 0, 0, 0, 1))  # zeros after
+        # Channels-last from here on (the layers after keep it): oneDNN's 3-D convolutions over 8-32 channels run
+        # up to 2x faster in it; a training step of ivvae-small 1.08x.
+        folded = folded.contiguous(memory_format=torch.channels_last_3d)
+        out = super().forward(folded)  # (B n, C', g, H, W)
+        return out.unflatten(0, (b, n)).transpose(1, 2).flatten(2, 3)
 
 
 class KTCConv(Layer):
@@ -95,11 +109,9 @@ class FrameConv(Layer):
 
 
 def unit(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """`F.normalize(x, dim=dim)`. In half precision as a sum of squares: PyTorch's vector norm over a non-innermost
-    dimension is slower in bfloat16 than in float32 on CPU, which alone cost IV-VAE a fifth of its bfloat16 decode."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return x / (x * x).sum(dim, keepdim=True).sqrt().clamp_min(1e-12)
-    return F.normalize(x, dim=dim)
+    """`F.normalize(x, dim=dim)` as a sum of squares: PyTorch's vector norm over a non-innermost dimension is slow
+    on CPU (4 ms a call in an ivvae-small training step, a seventh of the step; in bfloat16 a fifth of a decode)."""
+    return x / (x * x).sum(dim, keepdim=True).sqrt().clamp_min(1e-12)
 
 
 class SplitRMSNorm(nn.Module):
