@@ -21,7 +21,7 @@ from pipelines.training.accelerator import deepspeed_safe_parameters, setup_acce
 from pipelines.training.batches import EpochSeededDataset, endless_batches
 from pipelines.training.checkpoints import Checkpoints, NonFiniteState
 from pipelines.training.monitor import RunningMeans
-from pipelines.training.optim import clip_grad_norm, lr_scheduler
+from pipelines.training.optim import adamw, clip_grad_norm, lr_scheduler
 from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
 from pipelines.training.run_folder import RunRecord, checkpoint_folders, claim_run_folder
 from tests.toy_trainer import ToyConfig, ToyTrainer
@@ -254,3 +254,19 @@ def test_auto_precision_takes_bfloat16_only_where_it_is_measured_faster(monkeypa
     precision, note = setup.resolve_mixed_precision(parse_cli(RunConfig, ["mixed_precision=auto"]).mixed_precision)
     assert precision == expected and f"auto: {expected} (a bfloat16 matmul runs {bf16_rate:.1f}x" in note
     assert setup.resolve_mixed_precision("no") == ("no", "")
+
+
+def test_weight_decay_spares_biases_norm_gains_embeddings_and_gain_tensors():
+    torch.manual_seed(0)
+    model = torch.nn.ModuleDict({"linear": torch.nn.Linear(4, 4), "norm": torch.nn.LayerNorm(4),
+                                 "embed": torch.nn.Embedding(3, 4)})
+    model.gain = torch.nn.Parameter(torch.ones(4, 1, 1, 1))  # IV-VAE's RMS gains have this shape
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = adamw(model, lr=0.1, weight_decay=0.5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # Adam moves nothing: what changes is weight decay alone
+    optimizer.step()
+    after = dict(model.named_parameters())
+    assert torch.allclose(after["linear.weight"], before["linear.weight"] * (1 - 0.1 * 0.5))
+    unchanged = [n for n in before if torch.equal(after[n], before[n])]
+    assert sorted(unchanged) == ["embed.weight", "gain", "linear.bias", "norm.bias", "norm.weight"]

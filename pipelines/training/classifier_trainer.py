@@ -24,7 +24,7 @@ from ..common.pixels import to_uint8
 from ..data import SyntheticVideoDataset
 from ..evaluation.classifier import VideoClassifier, evaluate_classifier, preprocess
 from .loop import Trainer
-from .optim import Part, lr_scheduler
+from .optim import Part, adamw, lr_scheduler
 from .run_config import TRAINER_FLAGS, RunConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "classifier" / "default.yaml"
@@ -104,7 +104,7 @@ class ClassifierTrainer(Trainer):
     def build_parts(self) -> list[Part]:
         cfg = self.cfg
         model = VideoClassifier(num_classes=cfg.num_classes, widths=tuple(cfg.widths), resolution=cfg.resolution)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        opt = adamw(model, cfg.learning_rate, cfg.weight_decay)
         sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
                              cfg.min_learning_rate / cfg.learning_rate)
         return [Part("classifier", model, opt, sched, cfg.grad_clip)]

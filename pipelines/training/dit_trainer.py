@@ -27,7 +27,7 @@ from ..inference.pipeline_latte import LatteVideoPipeline
 from .latent_cache import check_cache
 from .latent_hub import open_latents
 from .loop import Trainer
-from .optim import Part, lr_scheduler
+from .optim import Part, adamw, lr_scheduler
 from .run_config import TRAINER_FLAGS, RunConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dit" / "default.yaml"
@@ -118,7 +118,7 @@ class DiTTrainer(Trainer):
                        class_embed_std=cfg.model.class_embed_std, learn_sigma=self.objective.learn_sigma)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
-        opt = torch.optim.AdamW(dit.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+        opt = adamw(dit, cfg.learning_rate, cfg.weight_decay, fused=True)
         sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
                              cfg.min_learning_rate / cfg.learning_rate)
         return [Part("dit", dit, opt, sched, cfg.grad_clip, clip_from=cfg.grad_clip_start)]

@@ -43,6 +43,19 @@ class Part:
         self.optimizer.zero_grad(set_to_none=True)
 
 
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, **kwargs) -> torch.optim.AdamW:
+    """AdamW whose weight decay skips what should not be pulled to zero: biases, norm gains, embedding tables and
+    any gain-like tensor (at most one dimension longer than 1, as IV-VAE's (C, 1, 1, 1) RMS gains and LeanVAE's
+    ISTA step sizes are)."""
+    exempt = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    groups: tuple[list, list] = ([], [])
+    for p in model.parameters():
+        if p.requires_grad:
+            groups[id(p) in exempt or sum(s > 1 for s in p.shape) <= 1].append(p)
+    return torch.optim.AdamW([{"params": groups[0], "weight_decay": weight_decay},
+                              {"params": groups[1], "weight_decay": 0.0}], lr=lr, **kwargs)
+
+
 def prepare_parts(accelerator: Accelerator, parts: list[Part], loader):
     """`accelerator.prepare` every part's model, optimizer and schedule and the loader, in one call (DeepSpeed
     needs model and optimizer together); the parts are updated in place. Returns the prepared loader.

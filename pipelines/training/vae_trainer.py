@@ -35,7 +35,7 @@ from ..evaluation.reconstruction import reconstruct, reconstruction_metrics, wri
 from .accelerator import deepspeed_safe_parameters
 from .batches import EpochSeededDataset
 from .loop import Trainer
-from .optim import Part, lr_scheduler
+from .optim import Part, adamw, lr_scheduler
 from .run_config import TRAINER_FLAGS, RunConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "vae" / "default.yaml"
@@ -136,8 +136,7 @@ def frozen(module: Optional[torch.nn.Module]):
 def adam_part(name: str, model: torch.nn.Module, cfg: VAETrainConfig, lr: float, steps: int,
               active_from: int = 0) -> Part:
     """A model with the recipe's AdamW and warm-up + schedule over its own `steps` (weight decay 0 is Adam)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                            weight_decay=cfg.weight_decay)
+    opt = adamw(model, lr, cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2))
     sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, steps, cfg.min_learning_rate / cfg.learning_rate)
     return Part(name, model, opt, sched, cfg.grad_clip, active_from=active_from)
 
