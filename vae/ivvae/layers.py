@@ -53,7 +53,7 @@ class GroupCausalConv3d(nn.Conv3d):
         g = self.group
         if rest.shape[2] % g:
             raise ValueError(f"GroupCausalConv3d needs whole groups of {g} frames, got {rest.shape[2]}")
-        outputs = [self._windows(torch.cat([previous, x[:, :, :1]], dim=2))] if first else []  # frame 0 alone
+        outputs = [self._windows(torch.cat([previous, x[:, :, :1]], dim=2).unsqueeze(2))] if first else []  # frame 0
         if rest.shape[2]:
             groups = rest.unflatten(2, (-1, g))  # (B, C, n, g, H, W)
             before = torch.cat([previous, rest[:, :, g - 1 : -1 : g]], dim=2).unsqueeze(3)  # each group's previous
@@ -61,10 +61,8 @@ class GroupCausalConv3d(nn.Conv3d):
         return torch.cat(outputs, dim=2)
 
     def _windows(self, windows: torch.Tensor) -> torch.Tensor:
-        """Windows (B, C, n, 1 + g, H, W) (or (B, C, 1 + g, H, W), one) -> (B, C', n g, H, W): all n groups in
-        one call, folded into the batch, each followed by a zero frame."""
-        if windows.ndim == 5:
-            windows = windows.unsqueeze(2)
+        """Windows (B, C, n, 1 + g, H, W) -> (B, C', n g, H, W): all n groups in one call, folded into the batch,
+        each followed by a zero frame."""
         b, c, n, t, h, w = windows.shape
         folded = F.pad(windows.transpose(1, 2).reshape(b * n, c, t, h, w), (0, 0, 0, 0, 0, 1))  # zeros after
         # Channels-last from here on (the layers after keep it): oneDNN's 3-D convolutions over 8-32 channels run
