@@ -15,9 +15,10 @@ from pipelines.common.locks import FolderInUse, hold_folder
 from pipelines.data import VideoFolder, VideoReadError, clip_dataset, read_frames, write_video
 from pipelines.training.checkpoints import UnsafeCheckpoint
 from pipelines.training.health import NonFiniteTraining
+from pipelines.training.optim import Part, lr_scheduler
 from pipelines.training.run_folder import RunFolderConflict
 from tests.conftest import reset_accelerate_state
-from tests.toy_trainer import Points, ToyConfig, ToyTrainer
+from tests.toy_trainer import Points, Regression, ToyConfig, ToyTrainer
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
@@ -89,6 +90,21 @@ def test_resume_refuses_a_checkpoint_with_pickled_code(tmp_path):
     with pytest.raises(UnsafeCheckpoint):
         toy(tmp_path / "run", max_steps=6, resume="latest")
     assert not marker.exists()
+
+
+def test_resume_refuses_a_checkpoint_whose_optimiser_does_not_fit(tmp_path, monkeypatch):
+    toy(tmp_path)
+
+    def two_groups(self):  # as a later version that spares the bias from weight decay builds it
+        model = Regression()
+        opt = torch.optim.SGD([{"params": [model.linear.weight]}, {"params": [model.linear.bias]}], lr=0.2)
+        return [Part("model", model, opt, lr_scheduler(opt, "constant", 0, self.cfg.max_steps))]
+
+    monkeypatch.setattr(ToyTrainer, "build_parts", two_groups)
+    with pytest.raises(UnsafeCheckpoint, match=r"step_00000004 does not fit this run's models and optimisers "
+                                               r"\(.*parameter groups.*\); it was written by another version"):
+        toy(tmp_path, max_steps=6, resume="latest")
+    assert steps(tmp_path) == ["step_00000002", "step_00000004"]
 
 
 class OneBadPoint(Points):

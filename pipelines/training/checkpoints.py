@@ -124,7 +124,12 @@ class Checkpoints:
         errors = [e for e in gather_object([error]) if e]
         if errors:
             raise UnsafeCheckpoint(errors[0])
-        accelerator.load_state(str(path))
+        try:
+            accelerator.load_state(str(path))
+        except (RuntimeError, ValueError, KeyError) as err:  # torch's mismatch errors: shapes, keys, param groups
+            raise UnsafeCheckpoint(f"{path} does not fit this run's models and optimisers ({str(err).splitlines()[0]}); "
+                                   "it was written by another version of the code or model: resume it with "
+                                   "that version, or start over with overwrite=true") from None
         step = int(path.name.split("_")[-1])
         accelerator.print(f"Resumed from {path} (step {step}).")
         return step
