@@ -4,6 +4,7 @@ no state between calls, latent normalisation; plus the per-frame image VAE and t
 
 import json
 import os
+from functools import partial
 
 import pytest
 import torch
@@ -77,10 +78,14 @@ def test_save_and_load_autoencoder_round_trip(name, tmp_path):
 def test_chunked_equals_full_float32(name, latent_frames, chunk):
     model = make(name)
     x = video(frames_for(model, latent_frames))
+    # Chunks change the shapes the convolutions see, so the CPU's kernels sum in another order: float32 rounding,
+    # which differs between CPU models (1.2e-5 seen on one, 6e-6 here). A cache bug is off by ~1e-1; the float64
+    # test below shows the arithmetic is exact.
+    close = partial(torch.testing.assert_close, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         full = model.encode(x).latent_dist.mean
-        assert (full - model.encode(x, chunk_size=chunk).latent_dist.mean).abs().max() <= 1e-5
-        assert (model.decode(full).sample - model.decode(full, chunk_size=chunk).sample).abs().max() <= 1e-5
+        close(model.encode(x, chunk_size=chunk).latent_dist.mean, full)
+        close(model.decode(full, chunk_size=chunk).sample, model.decode(full).sample)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -112,6 +112,8 @@ def test_cli_flags_are_config_keys_and_values_are_checked(tmp_path):
     assert (cfg.num_videos, cfg.steps) == (5, 10)  # a flag beats the file
     with pytest.raises(ConfigError, match="expects int"):
         parse_cli(SampleConfig, ["--num-videos", "many"], flags=flags)
+    with pytest.raises(ConfigError, match=r"^config key 'prompt_class' expects int or null, got 'abc'$"):
+        parse_cli(SampleConfig, ["--prompt-class", "abc"], flags=flags)  # no Python type names
     with pytest.raises(ConfigError, match="Did you mean 'seed'"):
         parse_cli(SampleConfig, ["sed=1"])
     with pytest.raises(ConfigError, match="config file not found"):

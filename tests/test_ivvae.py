@@ -10,7 +10,7 @@ from golden import golden as read_golden
 
 from vae import IVVAE, IVImageVAE, build_autoencoder, load_autoencoder
 
-# Totals of the official models, instantiated (OTHER_VAES.md §B2).
+# Totals of the official models, instantiated from the official code at the released sizes.
 OFFICIAL_PARAMETERS = {"ivvae-z4": 107_170_842, "ivvae-z8": 107_379_150, "ivvae-z16": 107_798_550,
                        "ivvae-z16-dim96": 241_854_742}
 

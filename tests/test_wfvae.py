@@ -19,7 +19,7 @@ from vae.wfvae.wavelets import (
     InverseHaarWaveletTransform3D,
 )
 
-# Totals of the official classes, instantiated (OTHER_VAES.md §A2), including the 128 frozen Haar weights.
+# Totals of the official classes, instantiated from the official code, including the 128 frozen Haar weights.
 OFFICIAL_PARAMETERS = {"wfvae-s-4ch": 146_496_836, "wfvae-m-4ch": 223_252_516, "wfvae-l-4ch": 316_334_852,
                        "wfvae-l-16ch": 317_081_372, "wfvae-s-8ch": 147_347_788}
 

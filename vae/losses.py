@@ -1,6 +1,6 @@
 """The video VAE training losses: L1 pixel, L1 on Haar sub-bands, LPIPS on a few frames, KL, and a PatchGAN with
 hinge loss, LeCAM regularisation and (optionally) taming-transformers' adaptive weight. The defaults are the
-official LeanVAE recipe (DESIGN.md §2); every bundled VAE trains with them.
+official LeanVAE recipe (its paper and code); every bundled VAE trains with them.
 
 Every loss is a plain function; `VAELoss` combines them with the weights of a `LossConfig` (the `loss:`
 section of a VAE training config) and also computes the discriminator's loss, whose LeCAM EMA state lives

@@ -31,6 +31,16 @@ def _unknown_key(key: str, valid: Sequence[str], where: str) -> ConfigError:
     return ConfigError(f"unknown config key '{where}{key}'.{hint} Valid keys: {', '.join(sorted(valid))}")
 
 
+def _describe(annotation: Any) -> str:
+    """A type as a user reads it: `Optional[int]` is "int or null", `list[float]` is "a list of float"."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join("null" if arg is type(None) else _describe(arg) for arg in args)
+    if typing.get_origin(annotation) in (list, tuple):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _coerce(value: Any, annotation: Any, name: str) -> Any:
     """Check `value` against a simple annotation; ints are accepted for floats, None for Optionals."""
     origin = typing.get_origin(annotation)
@@ -45,7 +55,7 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
                 return _coerce(value, arg, name)
             except ConfigError:
                 pass
-        raise ConfigError(f"config key '{name}': {value!r} is not a valid {annotation}")
+        raise ConfigError(f"config key '{name}' expects {_describe(annotation)}, got {value!r}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{name}' expects a list, got {value!r}")

@@ -1,4 +1,4 @@
-"""The on-disk layouts: UCF-101, SkyTimelapse and a generic folder (DESIGN.md §7).
+"""The on-disk layouts: UCF-101, SkyTimelapse and a generic folder.
 
 Each layout says which videos under its root belong to the data set and how they are labelled; reading,
 clip sampling and skipping are `VideoClipDataset`'s.

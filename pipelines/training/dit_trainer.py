@@ -1,6 +1,6 @@
-"""Latte DiT training on cached VAE latents (DESIGN.md §5): IDDPM hybrid loss over the DDPM noise schedule (or
-rectified flow, `objective: flow`), class dropout for classifier-free guidance, AdamW, EMA, clipping from a start
-step, sample videos at intervals.
+"""Latte DiT training on cached VAE latents (the Latte paper's recipe): IDDPM hybrid loss over the DDPM noise
+schedule (or rectified flow, `objective: flow`), class dropout for classifier-free guidance, AdamW, EMA, clipping
+from a start step, sample videos at intervals.
 
 The latents are normalised with the VAE's own `latents_mean/std`. The run exports the EMA model to
 `<output_dir>/dit` and a ready-to-sample `LatteVideoPipeline` (DiT + VAE + scheduler) to `<output_dir>/pipeline`.

@@ -1,6 +1,6 @@
 """Video VAE training for any bundled VAE preset: L1 pixel + wavelet + LPIPS + KL losses (+ WF-VAE's WL loss), a
 PatchGAN (per frame or 3-D) with its own optimizer, AdamW with warm-up and a schedule, EMA, validation PSNR/SSIM
-and sample videos. Defaults are LeanVAE's recipe (DESIGN.md §2); configs/vae/wfvae-*.yaml hold WF-VAE's. The
+and sample videos. Defaults are LeanVAE's recipe (its paper and official code); configs/vae/wfvae-*.yaml hold WF-VAE's. The
 exported EMA model carries its latent statistics (`latents_mean/std`).
 
 `train_vae.py` is the command line; `train(config)` is the whole run and returns its summary.
