@@ -73,7 +73,7 @@ def videos(tmp_path_factory):
 
 def hub(root: Path, kind: str, **kw) -> DataConfig:
     columns = dict(video_column="mp4", label_column="cls") if kind == "tars" else dict(label_column="label")
-    return DataConfig(name="hf", path=str(root / kind), split="train", **{**columns, **CLIP, **kw})
+    return DataConfig(name="hf", path=str(root / kind), **{"split": "train", **columns, **CLIP, **kw})
 
 
 def quiet(build, *args):
@@ -104,6 +104,22 @@ def test_parquet_rows_give_the_clips_and_labels_of_the_folder_layout(videos, sam
     for i in range(len(folder)):
         assert table[i]["label"] == folder[i]["label"]
         assert torch.equal(table[i]["video"], folder[i]["video"])
+
+
+def test_a_data_set_with_one_split_needs_no_split_and_several_ask_for_one(videos, tmp_path):
+    import datasets
+
+    named = quiet(build_dataset, hub(videos, "parquet", clip_sampling="center"))
+    only = quiet(build_dataset, hub(videos, "parquet", clip_sampling="center", split="all"))  # the default: its one
+    assert len(only) == len(named) == 6 and all(torch.equal(only[i]["video"], named[i]["video"]) for i in range(6))
+    rows = datasets.load_dataset(str(videos / "parquet"), split="train")
+    datasets.DatasetDict({"train": rows, "test": rows}).save_to_disk(str(tmp_path / "two"))
+    two = dict(name="hf", path=str(tmp_path / "two"), label_column="label", **CLIP)
+    with pytest.raises(ConfigError, match=r"has the splits train, test: choose one with data.split"):
+        build_dataset(DataConfig(**two))
+    with pytest.raises(ConfigError, match=r"has no split 'validation'; its splits are train, test"):
+        build_dataset(DataConfig(**two, split="validation"))
+    assert len(quiet(build_dataset, DataConfig(**two, split="test"))) == 6
 
 
 @pytest.mark.parametrize("kind", ["parquet", "tars"])
@@ -176,8 +192,6 @@ def test_a_column_of_file_paths_reads_the_files_relative_to_the_data_set_folder(
 def test_bad_hub_settings_are_explained(videos):
     with pytest.raises(ConfigError, match="data.path is needed"):
         DataConfig(name="hf")
-    with pytest.raises(ConfigError, match="set data.split"):
-        DataConfig(name="hf", path="x")
     with pytest.raises(ConfigError, match="data.streaming is for data.name=hf"):
         DataConfig(name="folder", root="x", streaming=True)
     with pytest.raises(ConfigError, match="no column clip; its columns are mp4, cls, json"):

@@ -22,7 +22,7 @@ class DataConfig:
 
     name: str = "synthetic"  # synthetic | ucf101 | sky | folder | hf (Hugging Face datasets)
     root: str = ""  # data set folder (ucf101, sky, folder)
-    split: str = "all"  # train | test | all (ucf101 split lists; sky_train / sky_test); hf: its split, e.g. train
+    split: str = "all"  # train | test | all (ucf101 split lists; sky_train / sky_test); hf: its split (all: its only one)
     path: str = ""  # hf: a Hub id or a local folder (parquet, WebDataset tars, save_to_disk output)
     video_column: str = "video"  # hf: the column of video bytes or file paths (WebDataset tars: mp4)
     label_column: str = ""  # hf: the column of labels ("" = unlabelled; WebDataset tars: cls)
@@ -54,8 +54,6 @@ class DataConfig:
         if self.name == "hf":
             if not self.path:
                 raise ConfigError("data.path is needed for data.name=hf: a Hub id or a local data set folder")
-            if self.split == "all":
-                raise ConfigError("data.name=hf reads one split of the data set: set data.split (e.g. train)")
         elif self.streaming:
             raise ConfigError("data.streaming is for data.name=hf; folder layouts are indexed, not streamed")
         if self.name not in ("synthetic", "hf") and not self.root:

@@ -30,6 +30,20 @@ from .clips import clip_indices, fit_interval, frames_to_tensor
 from .video_io import VideoReadError, probe_video, read_video_frames
 
 
+def _one_split(ds, path: str, split: str):
+    """`ds` narrowed to `split` when it holds several; split "all" takes a data set's only split, as users of
+    `datasets` expect of a folder of parquet files, and asks to choose when there are several."""
+    import datasets
+
+    if not isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+        return ds
+    if split == "all" and len(ds) != 1:
+        raise ConfigError(f"data.path={path} has the splits {', '.join(ds)}: choose one with data.split")
+    if split != "all" and split not in ds:
+        raise ConfigError(f"data.path={path} has no split '{split}'; its splits are {', '.join(ds)}")
+    return ds[split] if split != "all" else next(iter(ds.values()))
+
+
 def open_hub_dataset(path: str, split: str, streaming: bool, video_column: str, label_column: str = ""):
     """The `datasets` data set at `path` (its `split`), with the video column as raw bytes / paths and only the
     columns used; and its class names ([] when unlabelled, or when a stream's integer labels are not named)."""
@@ -37,11 +51,11 @@ def open_hub_dataset(path: str, split: str, streaming: bool, video_column: str, 
 
     try:
         if Path(path, "dataset_dict.json").is_file() or Path(path, "state.json").is_file():  # save_to_disk output
-            ds = datasets.load_from_disk(path)
-            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+            ds = _one_split(datasets.load_from_disk(path), path, split)
             ds = ds.to_iterable_dataset() if streaming else ds
         else:
-            ds = datasets.load_dataset(path, split=split, streaming=streaming)
+            ds = datasets.load_dataset(path, split=None if split == "all" else split, streaming=streaming)
+            ds = _one_split(ds, path, split)
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as err:
         raise MissingFileError(f"data.path={path}: no data set there ({err})") from None
     except (KeyError, ValueError) as err:
