@@ -15,16 +15,13 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import sys
 import tarfile
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipelines.data import DataConfig, SyntheticVideoDataset, build_dataset, tensor_to_frames, write_video  # noqa: E402
+from pipelines.data import DataConfig, SyntheticVideoDataset, build_dataset, tensor_to_frames, write_video
 
 CLIP = dict(num_frames=17, frame_interval=1, resolution=64, clip_sampling="random")
 

@@ -12,16 +12,13 @@ the median over repeats of a step's GFLOP/s over a 2048x2048 float32 matmul's, m
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from diffusers import LatteTransformer3DModel
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dit import DIT_PRESETS, LatteDiT, diffusion_loss, training_scheduler  # noqa: E402
+from dit import DIT_PRESETS, LatteDiT, diffusion_loss, training_scheduler
 
 NUM_CLASSES = 101
 SHAPES = {  # name: latent (C, F, H, W)

@@ -25,15 +25,13 @@ from pathlib import Path
 
 import torch
 
+from pipelines.common.files import read_json
+from pipelines.common.layout import RunLayout
+from pipelines.evaluation.reconstruction import reconstruct, video_psnr, video_ssim
+from vae import load_autoencoder
+from vae_recon import CLIPS, block_mean_baseline, real_clips  # bench/, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from vae_recon import CLIPS, block_mean_baseline, real_clips  # noqa: E402
-
-from pipelines.common.files import read_json  # noqa: E402
-from pipelines.common.layout import RunLayout  # noqa: E402
-from pipelines.evaluation.reconstruction import reconstruct, video_psnr, video_ssim  # noqa: E402
-from vae import load_autoencoder  # noqa: E402
-
 MODELS = {"lean": "configs/vae/default.yaml", "wfvae": "configs/vae/wfvae-default.yaml",
           "ivvae": "configs/vae/ivvae-default.yaml"}
 CALIBRATION_STEPS = 10

@@ -16,22 +16,20 @@ markdown table of PSNR (dB) and SSIM per clip file and overall.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from pipelines.data import probe, read_frames  # noqa: E402
-from pipelines.data.clips import frames_to_tensor  # noqa: E402
-from pipelines.evaluation.reconstruction import reconstruct, video_psnr, video_ssim  # noqa: E402
-from pipelines.common.cli import parse_cli  # noqa: E402
-from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, train  # noqa: E402
-from vae import load_autoencoder  # noqa: E402
+from pipelines.data import probe, read_frames
+from pipelines.data.clips import frames_to_tensor
+from pipelines.evaluation.reconstruction import reconstruct, video_psnr, video_ssim
+from pipelines.common.cli import parse_cli
+from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, train
+from vae import load_autoencoder
 
+ROOT = Path(__file__).resolve().parents[1]
 CLIPS = [ROOT / "tests" / "data" / name for name in ("carphone.mp4", "bigbuckbunny.mp4")]
 NUM_FRAMES, RESOLUTION = 17, 64
 

@@ -36,11 +36,10 @@ import torch
 from accelerate import PartialState
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipelines.data import probe, read_frames  # noqa: E402
-from pipelines.data.clips import frames_to_tensor  # noqa: E402
-from pipelines.training.monitor import matmul_flops_per_second  # noqa: E402
-from vae import build_autoencoder, load_autoencoder  # noqa: E402
+from pipelines.data import probe, read_frames
+from pipelines.data.clips import frames_to_tensor
+from pipelines.training.monitor import matmul_flops_per_second
+from vae import build_autoencoder, load_autoencoder
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "carphone.mp4"
 OFFICIAL_KEYS = ("latent_dim", "base_channels", "encoder_num_resblocks", "encoder_energy_flow_hidden_size",

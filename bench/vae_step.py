@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vae import build_autoencoder  # noqa: E402
+from vae import build_autoencoder
 
 
 def step(model: torch.nn.Module, x: torch.Tensor) -> None:

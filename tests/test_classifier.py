@@ -2,8 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from accelerate.state import AcceleratorState, GradientState
-
 from pipelines.common.errors import ConfigError
 from pipelines.common.files import export_pretrained
 from pipelines.common.pixels import to_uint8
@@ -13,6 +11,7 @@ from pipelines.evaluation.classifier import (ClassifierDetector, VideoClassifier
 from pipelines.evaluation.metrics import detector_outputs
 from pipelines.training.classifier_trainer import (ClassifierClips, ClassifierTrainConfig, ClassifierTrainer,
                                                    colour_augment)
+from tests.conftest import reset_accelerate_state
 
 
 def tiny_synthetic(num_samples, seed, num_frames=10):
@@ -63,8 +62,7 @@ def test_motion_channels_see_only_change():
 
 
 def train(tmp_path, name, **overrides) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     cfg = ClassifierTrainConfig(output_dir=str(tmp_path / name), report_to="none", num_frames=10, clip_frames=8,
                                 resolution=16, num_classes=4, widths=[8, 16], log_every=1, **overrides)
     return ClassifierTrainer(cfg).run()

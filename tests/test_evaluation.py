@@ -28,7 +28,7 @@ from pipelines.common.errors import ConfigError
 from pipelines.evaluation.generation import EvalConfig, evaluate
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
 from pipelines.evaluation.report import record, summary
-from test_data import coded_frames, write_avi
+from tests.coded_videos import coded_frames, write_avi
 from vae import build_autoencoder
 
 

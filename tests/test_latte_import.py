@@ -52,7 +52,7 @@ def test_official_guidance_equals_forward_with_cfg(tmp_path):
     for channels in (4, None):
         pipe = LatteVideoPipeline(model, vae, make_scheduler("ddpm"), guidance_channels=channels)
         with torch.no_grad():
-            results[channels] = pipe._predict_noise(latents, t["cfg_t"][0], labels, 4.0)
+            results[channels] = pipe._model_output(latents, t["cfg_t"][0], labels, 4.0)
     assert (results[4] - official).abs().max() <= 1e-5
     assert (results[None] - official)[:, 4:8].abs().max() > 1e-2  # guiding every channel is another sampler
     assert torch.equal(results[None][:, :4], results[4][:, :4])

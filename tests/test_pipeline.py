@@ -105,12 +105,12 @@ def test_guidance_changes_only_noise_and_keeps_conditional_variance():
     with torch.no_grad():
         cond = pipe.transformer(x, t.expand(2), class_labels=labels).sample
         uncond = pipe.transformer(x, t.expand(2), class_labels=torch.full_like(labels, 5)).sample
-        guided = pipe._predict_noise(x, t, labels, guidance_scale=3.0)
+        guided = pipe._model_output(x, t, labels, guidance_scale=3.0)
     assert torch.allclose(guided[:, :4], uncond[:, :4] + 3.0 * (cond[:, :4] - uncond[:, :4]), atol=1e-5)
     assert torch.allclose(guided[:, 4:], cond[:, 4:], atol=1e-6)
     pipe.scheduler = make_scheduler("ddim")  # DDIM gets the noise half only
     with torch.no_grad():
-        assert pipe._predict_noise(x, t, labels, guidance_scale=3.0).shape[1] == 4
+        assert pipe._model_output(x, t, labels, guidance_scale=3.0).shape[1] == 4
 
 
 def test_default_guidance_is_the_pipelines():

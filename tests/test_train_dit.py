@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 import sample
 import train_dit
 from dit.objectives import IDDPM
-from accelerate.state import AcceleratorState, GradientState
 from diffusers import AutoencoderKL
 from dit import LatteDiT, scheduler_name
 from pipelines import LatteVideoPipeline
@@ -23,6 +22,7 @@ from pipelines.inference.loading import load_pipeline
 from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.latent_cache import LatentDataset
 from pipelines.training.latent_cache import main as cache_main
+from tests.conftest import reset_accelerate_state
 from vae import PerFrameVAE, build_autoencoder, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +49,7 @@ def tiny(cache: Path, out: Path) -> list[str]:
 
 
 def run(*args: str) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return train_dit.main(list(args))
 
 

@@ -15,13 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 import train_vae
-from accelerate.state import AcceleratorState, GradientState
 from pipelines.common.cli import parse_cli
 from pipelines.common.errors import ConfigError
 from pipelines.data import build_dataset
 from pipelines.evaluation.reconstruction import video_psnr, video_ssim
 from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, build_datasets
+from tests.conftest import reset_accelerate_state
 from vae import VAE_PRESETS, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +36,7 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")
 
 def run(tmp_path: Path, name: str, *overrides: str) -> dict:
     """One in-process run; accelerate's process-wide state is reset first, as in a new process."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return train_vae.main([*TINY, f"output_dir={tmp_path / name}", *overrides])
 
 
@@ -269,8 +268,7 @@ def test_ivvae_two_stage_recipe_initialises_keyframes_and_resumes_exactly(tmp_pa
     assert type(image_vae).__name__ == "IVImageVAE"
     common = ["model.preset=ivvae-tiny", f"init_keyframes_from={tmp_path / 'keyframes/vae'}", "loss.disc_start=1",
               "max_steps=4", "checkpoint_every=2", "val_every=0", "sample_every=0", "log_every=1"]
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     cfg = parse_cli(VAETrainConfig, [*TINY, *common, f"output_dir={tmp_path / 'x'}"])
     from pipelines.training.vae_trainer import init_keyframes
     from vae import build_autoencoder

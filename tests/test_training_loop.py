@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import DataLoader, Dataset
 
 from pipelines.common.cli import parse_cli
@@ -24,6 +23,7 @@ from pipelines.training.monitor import RunningMeans
 from pipelines.training.optim import adamw, clip_grad_norm, lr_scheduler
 from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
 from pipelines.training.run_folder import RunRecord, checkpoint_folders, claim_run_folder
+from tests.conftest import reset_accelerate_state
 from tests.toy_trainer import ToyConfig, ToyTrainer
 from vae import build_autoencoder
 
@@ -167,8 +167,7 @@ def test_clip_grad_norm_reports_the_norm_before_clipping():
 
 # ---------------------------------------------------------------------------------------------- a toy trainer
 def toy_run(tmp_path, name, **overrides) -> dict:
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate_state()
     return ToyTrainer(ToyConfig(output_dir=str(tmp_path / name), **overrides)).run()
 
 
@@ -190,7 +189,7 @@ def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):
 
 
 def test_ema_weights_swap_in_and_restore_exactly(tmp_path):
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerate_state()
     trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path), max_steps=3, batch_size=4, ema_decay=0.5))
     trainer.run()
     trained = trainer.model.linear.weight.detach().clone()

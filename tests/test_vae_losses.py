@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,13 +13,13 @@ from pipelines.common.config import load_config
 from pipelines.common.errors import ConfigError
 from vae.discriminator import NLayerDiscriminator, NLayerDiscriminator3D
 from vae.lpips import LPIPS, LPIPS_LIN_URL, VGG16_FILENAME, VGG16_URL, LPIPSWeightsMissing
+from vae.posterior import DiagonalGaussian
 from vae.losses import (
     LeCAM,
     LossConfig,
     VAELoss,
     hinge_d_loss,
     hinge_g_loss,
-    kl_divergence,
     lpips_frame_indices,
     pixel_l1,
     subband_l1,
@@ -101,18 +100,24 @@ def test_wavelet_single_frame_uses_image_bands_only():
     assert high.item() == 0.0
 
 
+def unit_variance(mean: torch.Tensor) -> DiagonalGaussian:
+    return DiagonalGaussian(torch.cat([mean, torch.zeros_like(mean)], dim=1))
+
+
 def test_kl_standard_normal_is_zero_and_closed_form():
+    kl = lambda mean, logvar: DiagonalGaussian(torch.cat([mean, logvar], dim=1)).kl()
     zeros = torch.zeros(2, 4, 3, 2, 2)
-    assert kl_divergence(zeros, zeros).item() == 0.0
+    assert kl(zeros, zeros).tolist() == [0.0, 0.0]
     mean = torch.stack([torch.zeros(4, 3, 2, 2), torch.ones(4, 3, 2, 2)])  # sample 0 is N(0, 1)
     logvar = torch.stack([torch.zeros(4, 3, 2, 2), torch.full((4, 3, 2, 2), math.log(2.0))])
     per_element = 0.5 * (1.0 + 2.0 - 1.0 - math.log(2.0))
-    expected = 48 * per_element / 2  # sum over the 48 latent elements, mean over the batch of 2
-    assert kl_divergence(mean, logvar).item() == pytest.approx(expected, rel=1e-6)
+    assert kl(mean, logvar).tolist() == pytest.approx([0.0, 48 * per_element], rel=1e-6)  # summed over 48 elements
     reference = torch.distributions.kl_divergence(
         torch.distributions.Normal(mean, (0.5 * logvar).exp()), torch.distributions.Normal(0.0, 1.0)
-    ).sum() / 2
-    assert kl_divergence(mean, logvar).item() == pytest.approx(reference.item(), rel=1e-6)
+    ).flatten(1).sum(1)
+    torch.testing.assert_close(kl(mean, logvar), reference)
+    mean, logvar = mean.bfloat16(), logvar.bfloat16()  # summed in float32 whatever the latent's precision
+    assert torch.equal(kl(mean, logvar), kl(mean.float(), logvar.float()))
 
 
 # --- GAN losses -----------------------------------------------------------------------------------------
@@ -272,7 +277,7 @@ def test_combined_loss_without_gan_or_lpips():
     loss_fn = VAELoss(cfg)
     assert loss_fn.lpips is None
     x, recon = _clip(0), _clip(1).requires_grad_()
-    posterior = SimpleNamespace(mean=torch.ones(1, 4, 3, 2, 2), logvar=torch.zeros(1, 4, 3, 2, 2))
+    posterior = unit_variance(torch.ones(1, 4, 3, 2, 2))
     total, logs = loss_fn(x, recon, posterior, step=0)
     wavelet, low, high = wavelet_l1(x, recon)
     expected = 4.0 * pixel_l1(x, recon) + wavelet + 0.5 * 24.0  # KL: 48 elements of 0.5 * mu^2
@@ -292,7 +297,7 @@ def test_combined_loss_with_lpips_and_gan(lpips_files, lpips):
     torch.manual_seed(0)
     disc = NLayerDiscriminator(base_channels=8, n_layers=2, norm_groups=4)  # 2 layers fit 16 px frames
     x, recon = _clip(0), _clip(1)
-    posterior = SimpleNamespace(mean=torch.zeros(1, 4, 3, 2, 2), logvar=torch.zeros(1, 4, 3, 2, 2))
+    posterior = unit_variance(torch.zeros(1, 4, 3, 2, 2))
     before, logs_before = loss_fn(x, recon, posterior, step=9)
     frames = [0, 4, 8]
     lp = lpips(x[:, :, frames].transpose(1, 2).flatten(0, 1), recon[:, :, frames].transpose(1, 2).flatten(0, 1)).mean()
@@ -307,7 +312,7 @@ def test_combined_loss_with_lpips_and_gan(lpips_files, lpips):
 
 def test_frame_sum_reduction_sums_each_frame_and_averages_over_frames():
     x, recon = _clip(0, (2, 3, 5, 8, 8)), _clip(1, (2, 3, 5, 8, 8))
-    posterior = SimpleNamespace(mean=torch.zeros(2, 4, 2, 1, 1), logvar=torch.zeros(2, 4, 2, 1, 1))
+    posterior = unit_variance(torch.zeros(2, 4, 2, 1, 1))
     cfg = LossConfig(reduction="frame_sum", pixel_weight=1.0, wavelet_low_weight=0.0, wavelet_high_weight=0.0,
                      lpips_weight=0.0, kl_weight=0.0)
     total, _ = VAELoss(cfg)(x, recon, posterior, step=0)
@@ -324,7 +329,7 @@ def test_subband_loss_is_the_official_sum_over_the_batch():
                 + (subbands["enc_l2"] - subbands["dec_l2"]).abs().sum()) / 2
     assert subband_l1(subbands).item() == pytest.approx(expected.item(), rel=1e-6)
     x, recon = _clip(0, (2, 3, 5, 8, 8)), _clip(1, (2, 3, 5, 8, 8))
-    posterior = SimpleNamespace(mean=torch.zeros(2, 4, 2, 1, 1), logvar=torch.zeros(2, 4, 2, 1, 1))
+    posterior = unit_variance(torch.zeros(2, 4, 2, 1, 1))
     loss_fn = VAELoss(LossConfig(lpips_weight=0.0, kl_weight=0.0, subband_weight=0.1))
     total, logs = loss_fn(x, recon, posterior, step=0, subbands=subbands)
     without, _ = VAELoss(LossConfig(lpips_weight=0.0, kl_weight=0.0))(x, recon, posterior, step=0)
@@ -352,7 +357,7 @@ def test_adaptive_gan_weight_balances_gradients_at_the_last_layer():
     recon = torch.tanh(frames)
     x = _clip(0, (1, 3, 5, 8, 8))
     disc = lambda v: v.sum(dim=1, keepdim=True) ** 2  # a stand-in discriminator with a non-trivial gradient
-    posterior = SimpleNamespace(mean=torch.zeros(1, 4, 2, 1, 1), logvar=torch.zeros(1, 4, 2, 1, 1))
+    posterior = unit_variance(torch.zeros(1, 4, 2, 1, 1))
     cfg = LossConfig(lpips_weight=0.0, kl_weight=0.0, disc_start=0, disc_weight=0.5, adaptive_disc_weight=True)
     total, logs = VAELoss(cfg)(x, recon, posterior, step=0, discriminator=disc, last_layer=weight)
     rec = 4.0 * pixel_l1(x, recon) + wavelet_l1(x, recon)[0]

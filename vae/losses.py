@@ -100,13 +100,6 @@ def wavelet_l1(
     return low_weight * low + high_weight * high, low, high
 
 
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)) summed over every non-batch dim, averaged over the batch."""
-    mean, logvar = mean.float(), logvar.float()
-    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)  # (B, C, T, H, W)
-    return kl.flatten(1).sum(dim=1).mean()
-
-
 def subband_l1(subbands: dict[str, torch.Tensor]) -> torch.Tensor:
     """WF-VAE's WL loss: |W2 - W2'| + |W3 - W3'| summed over every element, divided by the batch size, between
     the encoder's energy-flow sub-bands and the decoder's predictions (W2' after its deeper flow was added)."""
@@ -224,9 +217,9 @@ class VAELoss(nn.Module):
                 subbands: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total generator loss and the unweighted terms (detached) for logging.
 
-        x, recon: (B, 3, T, H, W) or (B, 3, H, W) in [-1, 1]; posterior: has `.mean` and `.logvar`. Once
-        `gan_active(step)` the discriminator is needed (gradients then also reach its parameters, so zero them
-        before its own update), and with `adaptive_disc_weight` the decoder's `last_layer` weight too; the WL
+        x, recon: (B, 3, T, H, W) or (B, 3, H, W) in [-1, 1]; posterior: the model's `latent_dist` (a
+        `DiagonalGaussian`). Once `gan_active(step)` the discriminator is needed (gradients then also reach its
+        parameters, so zero them before its own update), and with `adaptive_disc_weight` the decoder's `last_layer` weight too; the WL
         loss needs the model's energy-flow `subbands` (WF-VAE's output).
         """
         if x.shape != recon.shape:
@@ -235,7 +228,7 @@ class VAELoss(nn.Module):
         x, recon = _as_video(x), _as_video(recon)
         logs: dict[str, torch.Tensor] = {}
         rec = self._reconstruction(x, recon, logs)
-        logs["kl"] = kl_divergence(posterior.mean, posterior.logvar)
+        logs["kl"] = posterior.kl().mean()  # summed over the latent, averaged over the batch
         total = rec + cfg.kl_weight * logs["kl"]
         if cfg.subband_weight > 0:
             if subbands is None:

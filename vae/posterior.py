@@ -13,15 +13,17 @@ class DiagonalGaussian(DiagonalGaussianDistribution):
     which is wrong for 5-D video latents). Built from (B, 2d, ...) parameters: means, then log-variances."""
 
     def kl(self, other: Optional[DiagonalGaussianDistribution] = None) -> torch.Tensor:
+        """KL(self || other), other N(0, I) by default, per sample (B,); in float32, as the training loss sums
+        it over every latent element, too many for bfloat16's 8 bits."""
         dims = list(range(1, self.mean.ndim))
         if self.deterministic:
-            return self.mean.new_zeros(self.mean.shape[0])
+            return self.mean.new_zeros(self.mean.shape[0], dtype=torch.float32)
+        mean, logvar = self.mean.float(), self.logvar.float()
         if other is None:
-            return 0.5 * torch.sum(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=dims)
-        return 0.5 * torch.sum(
-            (self.mean - other.mean).pow(2) / other.var + self.var / other.var - 1.0 - self.logvar + other.logvar,
-            dim=dims,
-        )
+            return 0.5 * torch.sum(mean.pow(2) + logvar.exp() - 1.0 - logvar, dim=dims)
+        other_mean, other_logvar = other.mean.float(), other.logvar.float()
+        return 0.5 * torch.sum((mean - other_mean).pow(2) / other_logvar.exp() + (logvar - other_logvar).exp()
+                               - 1.0 - logvar + other_logvar, dim=dims)
 
     def nll(self, sample: torch.Tensor, dims: Optional[list[int]] = None) -> torch.Tensor:
         return super().nll(sample, dims=dims or list(range(1, self.mean.ndim)))

@@ -113,9 +113,10 @@ class LatteVideoPipeline(DiffusionPipeline):
         # Flow-matching schedulers start from unit noise and have no init_noise_sigma / scale_model_input.
         return latents.to(device=device, dtype=dtype) * getattr(self.scheduler, "init_noise_sigma", 1.0)
 
-    def _predict_noise(self, latents: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
-                       guidance_scale: float) -> torch.Tensor:
-        """Model output for the scheduler: noise (B, C, ...) or noise + variance (B, 2C, ...)."""
+    def _model_output(self, latents: torch.Tensor, t: torch.Tensor, labels: Optional[torch.Tensor],
+                      guidance_scale: float) -> torch.Tensor:
+        """What the scheduler steps with, guided: the predicted noise (IDDPM; with the learned variance, (B, 2C, ...),
+        for a DDPM scheduler that uses it) or the velocity (rectified flow), (B, C, ...)."""
         c = latents.shape[1]
         guided = guidance_scale > 1.0
         model_in = torch.cat([latents, latents]) if guided else latents  # (B or 2B, C, F, h, w)
@@ -123,15 +124,15 @@ class LatteVideoPipeline(DiffusionPipeline):
             labels = torch.cat([labels, torch.full_like(labels, self.num_classes)])  # last row: the null class
         timestep = t.expand(model_in.shape[0]).to(latents.device)
         out = self.transformer(model_in, timestep, class_labels=labels).sample  # (B or 2B, 2C, F, h, w)
-        eps, variance = out[:, :c], out[:, c:]
+        pred, variance = out[:, :c], out[:, c:]
         if guided:
-            cond, uncond = eps.chunk(2)
+            cond, uncond = pred.chunk(2)
             k = self.config.guidance_channels or c
-            eps = torch.cat([uncond[:, :k] + guidance_scale * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
+            pred = torch.cat([uncond[:, :k] + guidance_scale * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
             variance = variance.chunk(2)[0]
         takes_variance = isinstance(self.scheduler, DDPMScheduler) and self.scheduler.config.variance_type in (
             "learned", "learned_range")
-        return torch.cat([eps, variance], dim=1) if takes_variance else eps
+        return torch.cat([pred, variance], dim=1) if takes_variance else pred
 
     def decode_latents(self, latents: torch.Tensor, decode_chunk_size: Optional[int] = 1) -> torch.Tensor:
         """The DiT's latents (B, C, F, h, w) -> video (B, 3, T, H, W) in [-1, 1], float32."""
@@ -172,7 +173,7 @@ class LatteVideoPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
             for i, t in enumerate(self.scheduler.timesteps):
                 model_in = self.scheduler.scale_model_input(latents, t) if self._scales_input else latents
-                model_out = self._predict_noise(model_in, t, labels, guidance_scale)
+                model_out = self._model_output(model_in, t, labels, guidance_scale)
                 latents = self.scheduler.step(model_out, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     available = {"latents": latents}
