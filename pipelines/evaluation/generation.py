@@ -36,6 +36,7 @@ from .classifier import ClassifierDetector, load_classifier
 from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
 from .metrics import (FVD2048_16F, ISV2048_UCF, classification_accuracy, detector_outputs, feature_statistics,
                       frechet_distance, inception_score_from_probs, to_probabilities)
+from .reconstruction import round_trip
 from .real_stats import ClipSet, StatisticsCache, benchmark_clips, statistics_key, synthetic_clips
 
 DATASETS = ("synthetic", "ucf101", "sky")
@@ -159,10 +160,8 @@ def _reconstructions(vae, clips: ClipSet, cfg: EvalConfig) -> Iterator[torch.Ten
     """The VAE's round trip of `clips`, in batches, cut to the scored frames: float (B, 3, n, H, W)."""
     source = clips.read()  # streamed: a benchmark's 2048 clips do not fit in memory at once
     while batch := list(islice(source, cfg.batch_size)):
-        x = torch.stack(batch).to(vae.device, vae.dtype)  # (B, 3, T, H, W)
-        with torch.no_grad():
-            video = vae.decode(vae.encode(x).latent_dist.mean, chunk_size=1).sample.clamp(-1, 1)
-        yield video[:, :, :cfg.num_frames].float().cpu()
+        video = round_trip(vae, torch.stack(batch).to(vae.device, vae.dtype), chunk_size=1)  # (B, 3, T, H, W)
+        yield video[:, :, :cfg.num_frames].cpu()
 
 
 class _RealSide:

@@ -65,17 +65,18 @@ def video_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(model, videos: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
-    """Encode to the posterior mean and decode, `batch_size` clips at a time, on the model's device.
+def round_trip(model, clips: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """The VAE's reconstruction of (B, 3, T, H, W) clips: encode to the posterior mean, decode (`chunk_size`
+    latent frames at a time: bounded memory, the same output), clamp to [-1, 1]; float32 on the model's device."""
+    latent = model.encode(clips).latent_dist.mode()  # (B, d, T', h, w)
+    return model.decode(latent, chunk_size=chunk_size).sample.float().clamp(-1, 1)  # (B, 3, T, H, W)
 
-    Returns the reconstructions clamped to [-1, 1], float32 on the device of `videos`."""
-    device = next(model.parameters()).device
-    pieces = []
-    for start in range(0, videos.shape[0], batch_size):
-        clip = videos[start:start + batch_size].to(device)  # (b, 3, T, H, W)
-        latent = model.encode(clip).latent_dist.mode()  # (b, d, T', h, w)
-        pieces.append(model.decode(latent).sample.float().clamp(-1, 1).to(videos.device))
-    return torch.cat(pieces)  # (N, 3, T, H, W)
+
+def reconstruct(model, videos: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    """`round_trip`, `batch_size` clips at a time on the model's device; float32 on the device of `videos`."""
+    param = next(model.parameters())
+    return torch.cat([round_trip(model, videos[i:i + batch_size].to(param.device, param.dtype)).to(videos.device)
+                      for i in range(0, videos.shape[0], batch_size)])  # (N, 3, T, H, W)
 
 
 def reconstruction_metrics(originals: torch.Tensor, recons: torch.Tensor) -> dict[str, float]:
