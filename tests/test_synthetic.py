@@ -76,8 +76,8 @@ def test_first_frame_shows_the_shape_but_not_the_direction():
 
 
 def test_preview_writes_clips_and_a_grid(tmp_path):
-    main(["--out", str(tmp_path), "--num", "2", "num_frames=5", "resolution=16", "num_samples=4"])
+    main(["--out", str(tmp_path), "--num-clips", "2", "data.num_frames=5", "data.resolution=16", "data.num_samples=4"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip000_circle_right.mp4", "clip001_circle_left.mp4",
-                                                          "grid.png"]
+                                                          "grid.gif", "grid.png"]
     assert Image.open(tmp_path / "grid.png").size == (5 * 16, 2 * 16)
     assert probe(tmp_path / "clip001_circle_left.mp4").num_frames == 5

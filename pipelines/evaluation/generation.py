@@ -31,7 +31,7 @@ from ..common.layout import RunLayout
 from ..common.pixels import to_uint8
 from ..common.seeding import keyed_generator
 from ..inference.loading import find_pipeline, load_pipeline
-from ..inference.media import save_grid, save_videos
+from ..data.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
 from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
 from .metrics import (FVD2048_16F, ISV2048_UCF, classification_accuracy, detector_outputs, feature_statistics,

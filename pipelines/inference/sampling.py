@@ -11,7 +11,7 @@ import torch
 from ..common.errors import ConfigError
 from ..common.layout import RunLayout
 from .loading import PRECISIONS, find_pipeline, load_pipeline
-from .media import save_grid, save_videos
+from ..data.media import save_grid, save_videos
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..common.cli import parse_cli
 from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
 from ..common.files import export_pretrained
 from ..data import DataConfig
-from ..inference.media import save_grid
+from ..data.media import save_grid
 from ..inference.pipeline_latte import LatteVideoPipeline
 from .latent_cache import check_cache
 from .latent_hub import open_latents

@@ -1,4 +1,4 @@
-"""Writing generated videos: one mp4 each, and a preview grid (PNG rows of frames, an animated GIF side by side).
+"""Writing videos to look at: one mp4 each, and a preview grid (PNG rows of frames, an animated GIF side by side).
 
 Videos come as the pipeline's output_type="np" gives them, (B, T, H, W, 3) float in [0, 1], or as uint8.
 """
@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..common.files import atomic_write
 from ..common.pixels import to_uint8
-from ..data import write_video
+from .video_io import write_video
 
 
 def _uint8(videos) -> torch.Tensor:
