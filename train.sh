@@ -53,11 +53,11 @@ if [ -n "${SMOKE:-}" ]; then
   SMOKE_SAMPLE=(--steps 2)
 fi
 
-# The clips the latent cache holds, as the DiT config names them (train_dit.py checks them against the cache).
-DIT_DATA=("${DATA[@]}")
+# The clips the latent cache holds (the DiT reads them, and its VAE, from the cache's manifest).
+CACHE_DATA=("${DATA[@]}")
 case "$DATASET" in
-  ucf101) DIT_DATA+=(data.split=all data.frame_interval=3 data.resolution=256 data.num_frames=17 data.random_flip=true) ;;
-  sky) DIT_DATA+=(data.split=train data.frame_interval=3 data.resolution=256 data.num_frames=17) ;;
+  ucf101) CACHE_DATA+=(data.split=all data.frame_interval=3 data.resolution=256 data.num_frames=17 data.random_flip=true) ;;
+  sky) CACHE_DATA+=(data.split=train data.frame_interval=3 data.resolution=256 data.num_frames=17) ;;
 esac
 
 stage() {  # stage NAME DONE_MARKER COMMAND...: run unless it finished (its time recorded) and DONE_MARKER exists
@@ -86,10 +86,10 @@ if [ -z "$USER_VAE" ]; then
 fi
 VAE_DIR=${USER_VAE:-$VAE}
 stage "2/5 cache latents" "$MANIFEST" \
-  "${LAUNCH[@]}" cache_latents.py "vae=$VAE_DIR" "output_dir=$LATENTS" "${DIT_DATA[@]}" "${SMOKE_ARGS[@]}"
+  "${LAUNCH[@]}" cache_latents.py "vae=$VAE_DIR" "output_dir=$LATENTS" "${CACHE_DATA[@]}" "${SMOKE_ARGS[@]}"
 stage "3/5 train DiT" "$PIPELINE/model_index.json" \
-  "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$DIT_RUN" "vae=$VAE_DIR" "cache_dir=$LATENTS" \
-  resume=latest "${DIT_DATA[@]}" "${SMOKE_ARGS[@]}" "${SMOKE_DIT[@]}" ${EXTRA_DIT:-}
+  "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$DIT_RUN" "cache_dir=$LATENTS" resume=latest \
+  "${SMOKE_DIT[@]}" ${EXTRA_DIT:-}
 if [ "$DATASET" = synthetic ]; then
   stage "4/5 train classifier (offline FVD/IS detector)" "$CLASSIFIER/config.json" \
     python -m pipelines.training.classifier_trainer --config configs/classifier/default.yaml \

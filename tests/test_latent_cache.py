@@ -81,11 +81,14 @@ def test_rerun_after_a_kill_skips_finished_shards(vae_dir, tmp_path, monkeypatch
 
 def test_mismatched_cache_is_refused(vae_dir, tmp_path):
     manifest = json.loads(build_cache(config(vae_dir, tmp_path / "cache")).read_text())
-    check_cache(manifest, vae_dir, DATA)  # the matching run is accepted
+    check_cache(manifest, vae_dir, {})  # a run that asks for nothing takes the cache's settings
+    check_cache(manifest, vae_dir, {"name": "synthetic", "num_frames": 9, "resolution": 16})  # nor what matches
     with pytest.raises(CacheMismatch, match="made by the VAE"):
-        check_cache(manifest, save_vae(tmp_path / "other", seed=1), DATA)
+        check_cache(manifest, save_vae(tmp_path / "other", seed=1), {})
     with pytest.raises(CacheMismatch, match="num_frames: cache 9 vs run 13"):
-        check_cache(manifest, vae_dir, DataConfig(**{**DATA.__dict__, "num_frames": 13}))
+        check_cache(manifest, vae_dir, {"num_frames": 13})
+    with pytest.raises(CacheMismatch, match=r"data.random_flip is set when a latent cache is built"):
+        check_cache(manifest, vae_dir, {"random_flip": True})
 
 
 def test_command_line_errors_are_one_line(vae_dir, tmp_path, capsys):
@@ -112,7 +115,7 @@ def test_a_rerun_with_another_vae_or_settings_is_refused_and_overwrite_rebuilds(
         build_cache(config(vae_dir, out, passes=2))
     assert {p.name: p.read_bytes() for p in out.glob("shard_*")} == before  # nothing touched
     manifest = json.loads(build_cache(config(other_vae, out, overwrite=True)).read_text())
-    check_cache(manifest, other_vae, DATA)  # every shard is the new VAE's now
+    check_cache(manifest, other_vae, {})  # every shard is the new VAE's now
     vae = load_autoencoder(other_vae).eval()
     with torch.no_grad():
         expected = vae.encode(build_dataset(DATA)[9]["video"].unsqueeze(0)).latent_dist.mean[0]
@@ -150,7 +153,7 @@ def test_a_cache_of_data_moved_elsewhere_is_the_same_cache(vae_dir, tmp_path, te
     manifest = json.loads(build_cache(LatentCacheConfig(vae=vae_dir, output_dir=str(tmp_path / "cache"), data=data))
                           .read_text())
     moved = DataConfig(**{**data.__dict__, "root": str(tmp_path / "b")})
-    check_cache(manifest, vae_dir, moved)  # the run's data lies elsewhere now: same clips, same cache
+    check_cache(manifest, vae_dir, {"root": moved.root, "num_frames": 5})  # the data lies elsewhere: same cache
     again = LatentCacheConfig(vae=vae_dir, output_dir=str(tmp_path / "cache"), data=moved)
     assert build_cache(again).is_file()  # recognised as finished, not refused
     (tmp_path / "b" / "cls" / "clip.mp4").rename(tmp_path / "b" / "cls" / "renamed.mp4")

@@ -43,7 +43,7 @@ def cache(tmp_path_factory):
 
 
 def tiny(cache: Path, out: Path) -> list[str]:
-    return [f"vae={cache / 'vae'}", f"cache_dir={cache / 'latents'}", f"output_dir={out}", *DATA,
+    return [f"cache_dir={cache / 'latents'}", f"output_dir={out}",  # the VAE and clip settings: the cache's
             "model.preset=Latte-tiny", "batch_size=4", "report_to=none", "sample_every=0", "sample_steps=2",
             "sample_classes=[0, 3]"]
 
@@ -109,6 +109,20 @@ def test_mismatched_cache_and_missing_cache_are_refused(cache, tmp_path, capsys)
     with pytest.raises(SystemExit) as exit_info:
         run(*tiny(cache, tmp_path / "x"), f"cache_dir={tmp_path}", "max_steps=1")
     assert exit_info.value.code == 2 and "not a finished latent cache" in capsys.readouterr().err
+    torch.manual_seed(1)  # not the cache VAE's seed (0)
+    other = build_autoencoder("lean-tiny")
+    other.save_pretrained(tmp_path / "other-vae")
+    with pytest.raises(SystemExit) as exit_info:
+        run(*tiny(cache, tmp_path / "x"), f"vae={tmp_path / 'other-vae'}", "max_steps=1")
+    assert exit_info.value.code == 2 and "leave out vae= to use the cache's own" in capsys.readouterr().err
+    moved = tmp_path / "moved"
+    shutil.copytree(cache / "latents", moved)
+    manifest = json.loads((moved / "manifest.json").read_text())
+    (moved / "manifest.json").write_text(json.dumps({**manifest, "vae": {**manifest["vae"], "path": "/gone/vae"}}))
+    with pytest.raises(SystemExit) as exit_info:
+        run(*tiny(cache, tmp_path / "x"), f"cache_dir={moved}", "max_steps=1")
+    assert exit_info.value.code == 2 and "records its VAE at /gone/vae, which is not there" in capsys.readouterr().err
+    assert run(*tiny(cache, tmp_path / "x"), f"cache_dir={moved}", f"vae={cache / 'vae'}", "max_steps=1")["step"] == 1
 
 
 def test_the_dit_is_trained_on_normalised_latents(cache, tmp_path, monkeypatch):

@@ -97,6 +97,18 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
+def check_section(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The keys a user gave for a section of dataclass `cls`, checked (names, types) without building it: for a
+    section that lists only what must match something recorded elsewhere."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.')}' must be a mapping, got {values!r}")
+    types = _field_types(cls)
+    for key in values:
+        if key not in types:
+            raise _unknown_key(key, list(types), prefix)
+    return {key: _coerce(value, types[key], prefix + key) for key, value in values.items()}
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree

@@ -19,6 +19,7 @@ from dit import DIT_PRESETS, OBJECTIVE_SCHEDULERS, OBJECTIVES, LatteDiT, make_ob
 from vae import load_autoencoder
 
 from ..common.cli import parse_cli
+from ..common.config import check_section
 from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
 from ..common.files import export_pretrained
 from ..data import DataConfig
@@ -52,7 +53,7 @@ class DiTTrainConfig(RunConfig):
     """A DiT training run; defaults are Latte's recipe (configs/dit/*.yaml set the rest)."""
 
     output_dir: str = "runs/dit"
-    vae: str = "runs/default/vae/vae"  # the VAE that made the cache (checked), normalises and decodes latents
+    vae: Optional[str] = None  # None: the VAE the cache records; given or not, checked against the cache's hash
     cache_dir: str = "runs/default/latents"  # a latent cache, an exported one (export_latents.py) or its Hub id
     objective: str = "iddpm"  # iddpm (Latte's: noise + learned variance) | flow (rectified flow, velocity)
     learning_rate: float = 1e-4
@@ -67,7 +68,9 @@ class DiTTrainConfig(RunConfig):
     sample_steps: int = 50
     sample_classes: list = field(default_factory=lambda: [0, 1, 2, 3])
     model: DiTModelConfig = field(default_factory=DiTModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)  # the clip settings the cache must have been made with
+    # Clip settings the cache must have been made with (DataConfig keys, e.g. num_frames: 17), checked against
+    # its manifest; {} (the default): whatever the cache holds.
+    data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,6 +81,7 @@ class DiTTrainConfig(RunConfig):
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
+        self.data = check_section(DataConfig, self.data, "data.")
 
 
 def save_sample_grid(pipe: LatteVideoPipeline, cfg: DiTTrainConfig, path: Path) -> None:
@@ -97,11 +101,16 @@ class DiTTrainer(Trainer):
     def build_dataset(self):
         cfg = self.cfg
         latents = open_latents(cfg.cache_dir)
-        check_cache(latents.manifest, cfg.vae, cfg.data)
+        vae_dir = cfg.vae or latents.manifest["vae"]["path"]
+        if not Path(vae_dir).exists():
+            raise MissingFileError(f"vae={cfg.vae}: no VAE there" if cfg.vae else
+                                   f"the latent cache records its VAE at {vae_dir}, which is not there: pass "
+                                   f"vae=<the VAE's folder> (checked against the cache's hash)")
+        check_cache(latents.manifest, vae_dir, cfg.data)
         try:
-            self.vae = load_autoencoder(cfg.vae).eval()
+            self.vae = load_autoencoder(vae_dir).eval()
         except FileNotFoundError as err:
-            raise MissingFileError(f"vae={cfg.vae}: {err}") from None
+            raise MissingFileError(f"vae={vae_dir}: {err}") from None
         self.num_classes = latents.manifest["num_classes"] if cfg.conditional else 0
         self.class_names = latents.manifest["class_names"] if cfg.conditional else []
         self.latent_shape = tuple(latents.manifest["latent_shape"])

@@ -45,6 +45,7 @@ from .accelerator import decide_on_main
 from .cache_folder import MANIFEST, clip_list_sha256, identity_sha256, prepare_cache_folder, shard_identity
 
 CLIP_KEYS = ("name", "split", "fold", "num_frames", "frame_interval", "resolution")
+LOCATION_KEYS = ("root", "path")  # where the clips lie: a cache stays valid when the data moves
 
 
 @dataclass
@@ -267,20 +268,25 @@ class CacheMismatch(UserError, ValueError):
     """A latent cache made by another VAE or with other clip settings than the run asks for."""
 
 
-def check_cache(manifest: dict, vae_dir: str | Path, data: DataConfig) -> None:
-    """Refuse a cache whose VAE weights or clip settings differ from what the run is configured with."""
-    expected = weights_sha256(vae_dir)
-    if manifest["vae"]["sha256"] != expected:
+def check_cache(manifest: dict, vae_dir: str | Path, expected: dict) -> None:
+    """Refuse a cache made by other VAE weights than `vae_dir`'s, or whose clip settings differ from `expected`
+    (DataConfig keys a run asks for; the others are the cache's own). Where the data lies is not checked, and a
+    setting the cache does not record is decided when it is built, not by the run that reads it."""
+    if manifest["vae"]["sha256"] != weights_sha256(vae_dir):
         raise CacheMismatch(
             f"the latent cache was made by the VAE at {manifest['vae']['path']} (sha256 "
-            f"{manifest['vae']['sha256'][:12]}...), not by {vae_dir} ({expected[:12]}...): point the run at the VAE "
-            f"that made it, or build a cache with this VAE (in another folder, or overwrite=true to replace it)")
-    wanted = clip_settings(data)
-    diffs = {k: (manifest["data"].get(k), v) for k, v in wanted.items() if manifest["data"].get(k) != v}
+            f"{manifest['vae']['sha256'][:12]}...), not by {vae_dir}: leave out vae= to use the cache's own, or "
+            f"build a cache with this VAE (in another folder, or overwrite=true to replace it)")
+    recorded = manifest["data"]
+    decided = [key for key in expected if key not in recorded and key not in LOCATION_KEYS]
+    if decided:
+        raise CacheMismatch(f"data.{decided[0]} is set when a latent cache is built (cache_latents.py), not by the "
+                            f"run that reads it; this cache records {', '.join(recorded)}")
+    diffs = {k: (recorded[k], v) for k, v in expected.items() if k in recorded and recorded[k] != v}
     if diffs:
         listed = ", ".join(f"{k}: cache {a!r} vs run {b!r}" for k, (a, b) in diffs.items())
-        raise CacheMismatch(f"the latent cache was made with other clip settings ({listed}); change the run's "
-                            f"data settings to match, or build a cache with these (overwrite=true replaces it)")
+        raise CacheMismatch(f"the latent cache was made with other clip settings ({listed}); leave them out to "
+                            f"take the cache's, or build a cache with these (overwrite=true replaces it)")
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "cache_latents.py") -> Path:

@@ -8,6 +8,7 @@ changes a step's float rounding slightly, so a resumed run must not count again 
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Callable, TypeVar
 
@@ -42,9 +43,11 @@ class RunningMeans:
         return dict(zip(keys, means.tolist()))
 
 
+@functools.lru_cache(maxsize=None)
 def matmul_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
                             repeats: int = 3) -> float:
-    """The best of `repeats` timed n x n matmuls on `device` (after one warm-up), in FLOP/s."""
+    """The best of `repeats` timed n x n matmuls on `device` (after one warm-up), in FLOP/s; measured once per
+    process (a device's peak does not change between the runs of one process)."""
     a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # the values do not matter; no RNG is touched
     best = float("inf")
     for i in range(repeats + 1):
