@@ -1,7 +1,8 @@
 """Sample a trained run and score it with FVD / IS (StyleGAN-V protocol) and, on synthetic data, class accuracy.
 
     python evaluate.py --run runs/default                                   # synthetic: offline classifier detector
-    python evaluate.py --run runs/ucf101 --dataset ucf101 --data-root /data/UCF-101   # I3D FVD + C3D IS, 2048 videos
+    python evaluate.py --run runs/ucf101                                    # I3D FVD + C3D IS, 2048 videos
+    python evaluate.py --run runs/lean4-ucf --dataset ucf101 --data-root /data/UCF-101   # released weights
     accelerate launch --num_processes 8 evaluate.py --run runs/ucf101 ...   # the same videos and FVD, 8 GPUs
     torchrun --nproc_per_node 2 evaluate.py --run runs/default              # the same on 2 CPU processes
 
@@ -22,8 +23,8 @@ from pipelines.evaluation.generation import EvalConfig, evaluate
 
 FLAGS = {
     "run": "the run folder (default runs/default)",
-    "dataset": "synthetic (default), ucf101 or sky",
-    "data_root": "the real videos FVD compares against (ucf101 / sky)",
+    "dataset": "synthetic, ucf101 or sky (default: the data set the run was trained on)",
+    "data_root": "the real videos FVD compares against (default: the folder the run's came from)",
     "num_fake": "generated videos (default: 2048; synthetic: 16 per class)",
     "num_real": "real clips (default: 2048; synthetic: as many as generated)",
     "steps": "denoising steps (default 100)",

@@ -96,7 +96,7 @@ if [ "$DATASET" = synthetic ]; then
     "output_dir=$CLASSIFIER_RUN" resume=latest "${SMOKE_CLS[@]}"
 fi
 stage "5/5 sample and evaluate" "$METRICS" \
-  python evaluate.py --run "$RUN" --dataset "$DATASET" ${DATA_ROOT:+--data-root "$DATA_ROOT"} "${SMOKE_EVAL[@]}"
+  python evaluate.py --run "$RUN" "${SMOKE_EVAL[@]}"
 
 python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 --steps 100 "${SMOKE_SAMPLE[@]}"
 python -m pipelines.evaluation.report summary "$RUN"

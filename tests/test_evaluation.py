@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from pipelines.evaluation import generation, metrics, real_stats
 from pipelines.evaluation.metrics import real_clip_plan
 from pipelines.evaluation.classifier import ClassifierDetector, VideoClassifier
 from pipelines.common.errors import ConfigError
-from pipelines.evaluation.generation import EvalConfig, evaluate
+from pipelines.evaluation.generation import EvalConfig, evaluate, with_training_data
+from pipelines.inference.loading import TRAINING_DATA
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
 from pipelines.evaluation.report import record, summary
 from tests.coded_videos import coded_frames, write_avi
@@ -128,6 +130,19 @@ def test_benchmark_evaluation_without_detectors_says_where_to_get_them(run, tmp_
     with pytest.raises(SystemExit) as exit_info:
         evaluate_script.main(["--run", str(run.root), "--dataset", "sky"])
     assert exit_info.value.code == 2 and "--data-root" in capsys.readouterr().err
+
+
+def test_the_data_set_compared_against_is_the_one_the_run_was_trained_on(tmp_path):
+    cfg = EvalConfig(run=str(tmp_path))
+    assert with_training_data(cfg, tmp_path).dataset == "synthetic"  # a pipeline saved without the record
+    write_json(tmp_path / TRAINING_DATA, {"data": {"name": "ucf101"}, "source": {"root": "/data/UCF-101", "path": ""}})
+    resolved = with_training_data(cfg, tmp_path)
+    assert (resolved.dataset, resolved.data_root) == ("ucf101", "/data/UCF-101")
+    assert with_training_data(replace(cfg, data_root="/copy"), tmp_path).data_root == "/copy"  # given: kept
+    assert with_training_data(replace(cfg, dataset="synthetic"), tmp_path).dataset == "synthetic"
+    write_json(tmp_path / TRAINING_DATA, {"data": {"name": "folder"}, "source": {"root": "/videos", "path": ""}})
+    with pytest.raises(ConfigError, match="trained on a 'folder' data set; .*pass --dataset"):
+        with_training_data(cfg, tmp_path)
 
 
 def test_report_summarises_a_run(tmp_path):

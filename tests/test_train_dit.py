@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL
 from dit import LatteDiT, scheduler_name
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
-from pipelines.inference.loading import load_pipeline
+from pipelines.inference.loading import load_pipeline, training_data
 from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.latent_cache import LatentDataset
 from pipelines.training.latent_cache import main as cache_main
@@ -64,6 +64,7 @@ def test_cli_trains_and_exports_a_pipeline(cache, tmp_path):
     manifest = json.loads((cache / "latents" / "manifest.json").read_text())
     assert pipe.vae.config.latents_std == [0.5, 2.0, 1.0, 0.25]  # the VAE's own statistics, unchanged
     assert pipe.class_names == manifest["class_names"]
+    assert training_data(out / "pipeline") == {"data": manifest["data"], "source": manifest["source"]}
     assert (out / "samples" / "step_00000003.png").is_file()
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from itertools import islice
 from typing import Iterator, Optional
 
@@ -30,7 +31,7 @@ from ..common.files import write_json
 from ..common.layout import RunLayout
 from ..common.pixels import to_uint8
 from ..common.seeding import keyed_generator
-from ..inference.loading import find_pipeline, load_pipeline
+from ..inference.loading import find_pipeline, load_pipeline, training_data
 from ..data.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
 from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
@@ -45,8 +46,8 @@ DATASETS = ("synthetic", "ucf101", "sky")
 @dataclass
 class EvalConfig:
     run: str = "runs/default"
-    dataset: str = "synthetic"  # synthetic | ucf101 | sky
-    data_root: str = ""  # the real videos FVD compares against (ucf101 / sky)
+    dataset: Optional[str] = None  # synthetic | ucf101 | sky; None: what the run was trained on
+    data_root: str = ""  # the real videos FVD compares against (ucf101 / sky); "": where the run's came from
     num_fake: Optional[int] = None  # None: the protocol's 2048 (synthetic: 16 per class)
     num_real: Optional[int] = None  # None: 2048 (synthetic: as many as generated)
     steps: int = 100
@@ -63,9 +64,9 @@ class EvalConfig:
     num_frames: int = FVD2048_16F.num_frames  # frames scored per video: the protocol's 16 (fewer: smoke tests)
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
+        if self.dataset is not None and self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
-        if self.dataset != "synthetic" and not self.data_root:
+        if self.dataset not in (None, "synthetic") and not self.data_root:
             raise ConfigError(f"data_root (--data-root) is needed for dataset {self.dataset}: the real videos FVD "
                               f"compares against")
         for key in ("steps", "batch_size", "num_frames"):
@@ -194,13 +195,27 @@ class _RealSide:
         return mu, sigma
 
 
+def with_training_data(cfg: EvalConfig, pipeline_dir: Path) -> EvalConfig:
+    """`cfg` with the data set FVD compares against, when not given, taken from what the run was trained on (a
+    pipeline saved without that record: the synthetic set, as before)."""
+    if cfg.dataset is not None:
+        return cfg
+    record = training_data(pipeline_dir)
+    name = record.get("data", {}).get("name", "synthetic")
+    if name not in DATASETS:
+        raise ConfigError(f"the run was trained on a '{name}' data set; FVD here compares against "
+                          f"{', '.join(DATASETS)}: pass --dataset (and --data-root)")
+    return replace(cfg, dataset=name, data_root=cfg.data_root or record.get("source", {}).get("root", ""))
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Generate (on every process), score, and on the main process write <run>/eval/metrics.json."""
     # Processes started by accelerate launch / torchrun join here; without an accelerator they need the CPU
     # (gloo) backend, which accelerate only picks when told.
     PartialState(cpu=not torch.accelerator.is_available())
-    run = RunLayout(cfg.run)
-    pipe = load_pipeline(find_pipeline(cfg.run), cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
+    run, pipeline_dir = RunLayout(cfg.run), find_pipeline(cfg.run)
+    cfg = with_training_data(cfg, pipeline_dir)
+    pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"

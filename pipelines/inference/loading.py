@@ -11,11 +11,20 @@ from accelerate import PartialState
 from dit import OBJECTIVE_SCHEDULERS, make_scheduler, objective_of
 
 from ..common.errors import ConfigError, MissingFileError
+from ..common.files import read_json
 from ..common.layout import RunLayout, TrainingRunLayout
 from .pipeline_latte import LatteVideoPipeline
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PIPELINE_INDEX = "model_index.json"
+TRAINING_DATA = "training_data.json"  # beside it: the clip settings and source of the latents it was trained on
+
+
+def training_data(pipeline_dir: str | Path) -> dict:
+    """What a pipeline's DiT was trained on (`{"data": clip settings, "source": {"root", "path"}}`, from its latent
+    cache's manifest); {} for a pipeline saved without it (assembled from released weights, or older)."""
+    path = Path(pipeline_dir, TRAINING_DATA)
+    return read_json(path) if path.is_file() else {}
 
 
 def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "runs") -> Path:

@@ -21,9 +21,10 @@ from vae import load_autoencoder
 from ..common.cli import parse_cli
 from ..common.config import check_section
 from ..common.errors import ConfigError, MissingFileError, exit_on_user_error
-from ..common.files import export_pretrained
+from ..common.files import export_pretrained, write_json
 from ..data import DataConfig
 from ..data.media import save_grid
+from ..inference.loading import TRAINING_DATA
 from ..inference.pipeline_latte import LatteVideoPipeline
 from .latent_cache import check_cache
 from .latent_hub import open_latents
@@ -114,6 +115,7 @@ class DiTTrainer(Trainer):
         self.num_classes = latents.manifest["num_classes"] if cfg.conditional else 0
         self.class_names = latents.manifest["class_names"] if cfg.conditional else []
         self.latent_shape = tuple(latents.manifest["latent_shape"])
+        self.training_data = {key: latents.manifest[key] for key in ("data", "source")}
         return latents
 
     def build_parts(self) -> list[Part]:
@@ -176,6 +178,7 @@ class DiTTrainer(Trainer):
         dit_path = export_pretrained(model, self.layout.export("dit"))
         pipe = self._pipeline(model)
         pipe_path = export_pretrained(pipe, self.layout.export("pipeline"))
+        write_json(pipe_path / TRAINING_DATA, self.training_data)  # evaluate.py --run needs no --dataset
         self._save_grid(pipe)
         self.accelerator.print(f"Saved the EMA DiT to {dit_path} and the sampling pipeline to {pipe_path}.")
         return {"dit": str(dit_path), "pipeline": str(pipe_path)}
