@@ -11,6 +11,7 @@ from dit import DIT_PRESETS, SCHEDULERS, LatteDiT, make_scheduler
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
 from pipelines.inference.loading import load_pipeline
+from pipelines.inference.sampling import samples_dir
 from vae import build_autoencoder
 
 
@@ -162,6 +163,14 @@ def test_bad_requests_are_explained():
         run(pipe, class_labels=[1], guidance_scale=0.5)
     with pytest.raises(ValueError, match="unconditional"):
         run(tiny_pipeline(num_classes=0), class_labels=[1])
+
+
+def test_samples_go_to_the_run_named_or_beside_a_pipeline_named(tmp_path):
+    pipeline = tmp_path / "runs" / "x" / "dit" / "pipeline"
+    assert samples_dir(str(tmp_path / "runs" / "x"), pipeline) == tmp_path / "runs" / "x" / "samples"  # train.sh run
+    assert samples_dir(str(pipeline.parent), pipeline) == pipeline.parent / "samples"  # a DiT training run
+    assert samples_dir(str(pipeline), pipeline) == pipeline.parent / "samples"  # the pipeline: never inside it
+    assert samples_dir(None, pipeline) == tmp_path / "runs" / "x" / "samples"  # the newest train.sh run
 
 
 def test_sample_script_writes_videos_and_explains_errors(tmp_path, capsys):

@@ -23,7 +23,7 @@ class SampleConfig:
     scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     steps: int = 250  # denoising steps (DDPM respaced, DDIM, DPM-Solver)
     guidance_scale: Optional[float] = None  # classifier-free guidance; None: the run's default
-    output_dir: Optional[str] = None  # None: <run>/samples/<class>
+    output_dir: Optional[str] = None  # None: <run>/samples/<class> (see samples_dir)
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
     precision: str = "fp32"  # fp32 | bf16 | fp16, for the DiT
     vae_precision: str = "fp32"  # fp32 | bf16 | fp16, for the VAE
@@ -36,6 +36,15 @@ class SampleConfig:
         for name in ("precision", "vae_precision"):
             if getattr(self, name) not in PRECISIONS:
                 raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {getattr(self, name)!r}")
+
+
+def samples_dir(run: Optional[str], pipeline: Path) -> Path:
+    """Where videos go without --output-dir: the samples/ folder of the run --run names (a train.sh run or a DiT
+    training run); beside the pipeline when --run names the pipeline folder itself (a re-export replaces that
+    folder whole); without --run, the newest train.sh run's."""
+    if run is None:
+        return RunLayout(pipeline.parent.parent).samples
+    return (pipeline.parent if Path(run).resolve() == pipeline.resolve() else Path(run)) / "samples"
 
 
 def generate(cfg: SampleConfig) -> dict:
@@ -57,7 +66,7 @@ def generate(cfg: SampleConfig) -> dict:
                   generator=torch.Generator().manual_seed(cfg.seed), decode_chunk_size=cfg.decode_chunk_size,
                   output_type="np").frames  # (B, T, H, W, 3) in [0, 1]
     tag = f"class_{cfg.prompt_class}" if cfg.prompt_class is not None else "unconditional"
-    out = Path(cfg.output_dir) if cfg.output_dir else RunLayout(path.parent.parent).samples / tag
+    out = Path(cfg.output_dir) if cfg.output_dir else samples_dir(cfg.run, path) / tag
     names = [f"{tag}_seed{cfg.seed}_{i:02d}" for i in range(len(frames))]
     class_name = pipe.class_names[cfg.prompt_class] if cfg.prompt_class is not None and pipe.class_names else ""
     return {"pipeline": path, "tag": tag, "class_name": class_name, "videos": save_videos(frames, out, names, cfg.fps),
