@@ -59,7 +59,9 @@ class VAETrainConfig(RunConfig):
     val_every: int = 500  # 0: validate only at the end
     val_clips: int = 4  # held out from the end of the data set
     sample_every: int = 1000  # 0: write sample videos only at the end
-    stats_clips: int = 256  # training clips whose latents give the exported latents_mean / latents_std; 0: 0 / 1
+    # training clips whose latents give the exported latents_mean / latents_std (0: 0 / 1); 32 cost the default
+    # run 5 points of class accuracy (BENCHMARKS.md)
+    stats_clips: int = 256
     # IV-VAE: a trained keyframe image VAE folder (its `-keyframes` preset) that initialises the keyframe half
     init_keyframes_from: Optional[str] = None
     # `preset` (a name in vae.VAE_PRESETS) and any constructor argument of its model, e.g. latent_channels: 8
