@@ -131,6 +131,7 @@ def test_streaming_gives_the_clips_of_the_indexed_data_set(videos, kind):
                for i, s in enumerate(stream))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["parquet", "tars"])
 def test_two_processes_read_every_clip_once_and_count_the_corrupt_entries(videos, kind):
     parts = [build_dataset(hub(videos, kind, streaming=True)) for _ in range(2)]

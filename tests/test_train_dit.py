@@ -157,6 +157,7 @@ def test_two_process_data_parallel(cache, tmp_path):
     assert len(summary["replica_checksums"]) == 2 and len(set(summary["replica_checksums"])) == 1
 
 
+@pytest.mark.slow
 def test_script_runs_as_a_subprocess(cache, tmp_path):
     result = subprocess.run([sys.executable, "train_dit.py", *tiny(cache, tmp_path / "s"), "max_steps=1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)

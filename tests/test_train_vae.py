@@ -204,6 +204,7 @@ def test_validation_psnr_matches_hand_computation(tmp_path):
     assert len(build_datasets(cfg.data, 2)[2]) == 2
 
 
+@pytest.mark.slow
 def test_script_runs_as_a_subprocess(tmp_path):
     out = tmp_path / "script"
     result = subprocess.run([sys.executable, "train_vae.py", "max_steps=2", f"output_dir={out}", *TINY],

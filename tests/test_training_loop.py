@@ -222,6 +222,7 @@ accelerator.end_training()  # tears the process group down before exit
 """
 
 
+@pytest.mark.slow
 def test_replica_check_across_two_processes(tmp_path):
     torchrun = shutil.which("torchrun") or pytest.skip("torchrun not on PATH")
     script = tmp_path / "replicas.py"
