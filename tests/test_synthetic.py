@@ -1,5 +1,6 @@
 """The built-in synthetic data set: deterministic, 16 classes that need both shape and motion to tell apart."""
 
+import pytest
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -75,9 +76,12 @@ def test_first_frame_shows_the_shape_but_not_the_direction():
     assert torch.equal(data[11]["video"], render_clip("triangle", "up", params, 9, 48))
 
 
-def test_preview_writes_clips_and_a_grid(tmp_path):
+def test_preview_writes_clips_and_a_grid(tmp_path, capsys):
     main(["--out", str(tmp_path), "--num-clips", "2", "data.num_frames=5", "data.resolution=16", "data.num_samples=4"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip000_circle_right.mp4", "clip001_circle_left.mp4",
                                                           "grid.gif", "grid.png"]
     assert Image.open(tmp_path / "grid.png").size == (5 * 16, 2 * 16)
     assert probe(tmp_path / "clip001_circle_left.mp4").num_frames == 5
+    with pytest.raises(SystemExit) as exit_info:  # the old form of a data key names the new one
+        main(["--out", str(tmp_path), "num_frames=5"])
+    assert exit_info.value.code == 2 and "'data.num_frames'" in capsys.readouterr().err

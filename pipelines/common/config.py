@@ -88,6 +88,11 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for key, value in values.items():
         if key not in types:
+            sections = [name for name, kind in types.items()
+                        if dataclasses.is_dataclass(kind) and key in _field_types(kind)]
+            if sections:  # a section's key given at the top level, e.g. num_frames for data.num_frames
+                raise ConfigError(f"unknown config key '{prefix}{key}': it belongs to a section, "
+                                  f"'{prefix}{sections[0]}.{key}'")
             raise _unknown_key(key, list(types), prefix)
         annotation = types[key]
         if dataclasses.is_dataclass(annotation):
