@@ -2,6 +2,7 @@
 frames encode their own numbers (tests/coded_videos.py)."""
 
 import os
+from pathlib import Path
 import warnings
 from dataclasses import dataclass, field
 
@@ -352,3 +353,32 @@ def test_frames_over_the_pixel_limit_are_skipped_and_counted(tmp_path, monkeypat
     with pytest.warns(SkippedVideoWarning, match="over the 256-pixel limit"):
         data = VideoFolder(root, num_frames=4, **small(root))
     assert len(data) == 1 and data.skip_summary() == "skipped 2 of 3 videos: too_large 2"
+
+
+def test_a_config_file_extends_another(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "base.yaml").write_text("max_steps: 7\ndata:\n  name: folder\n  root: /videos\n  num_frames: 9\n")
+    (tmp_path / "middle.yaml").write_text("extends: base/base.yaml\ndata:\n  num_frames: 5\n")
+    (tmp_path / "top.yaml").write_text("extends: middle.yaml\nmax_steps: 3\n")
+    cfg = load_config(RunConfig, tmp_path / "top.yaml", ["data.resolution=32"])  # paths relative to each file
+    assert (cfg.max_steps, cfg.data.name, cfg.data.root, cfg.data.num_frames, cfg.data.resolution) == (
+        3, "folder", "/videos", 5, 32)
+    (tmp_path / "loop.yaml").write_text("extends: top.yaml\n")
+    (tmp_path / "base" / "base.yaml").write_text("extends: ../loop.yaml\n")
+    with pytest.raises(ConfigError, match="in a circle"):
+        load_config(RunConfig, tmp_path / "top.yaml")
+    (tmp_path / "lost.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match="nowhere.yaml \\(extended by"):
+        load_config(RunConfig, tmp_path / "lost.yaml")
+
+
+def test_shipped_configs_that_extend_others_load():
+    from pipelines.training.dit_trainer import DiTTrainConfig
+    from pipelines.training.vae_trainer import VAETrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    lean16 = load_config(VAETrainConfig, root / "vae" / "leanvae-16ch.yaml", ["data.root=/v"])
+    lean4 = load_config(VAETrainConfig, root / "vae" / "leanvae-4ch.yaml", ["data.root=/v"])
+    assert lean16.model["preset"] == "lean-16ch" and lean16.max_steps == lean4.max_steps == 700000
+    sky = load_config(DiTTrainConfig, root / "dit" / "latte-xl2-sky.yaml")
+    assert (sky.conditional, sky.guidance_scale, sky.data["name"], sky.model.preset) == (False, 1.0, "sky", "Latte-XL/2")

@@ -1,7 +1,8 @@
 """Declarative run configs: YAML files in `configs/` mapped onto dataclasses, plus `key=value` overrides.
 
 Unknown keys are errors (with the closest valid key suggested), so a typo never silently falls back to a
-default. Nested sections are dataclasses; override them with dotted keys: `data.num_frames=17`.
+default. Nested sections are dataclasses; override them with dotted keys: `data.num_frames=17`. A file may
+start with `extends: base.yaml` (relative to its folder) to hold only what differs from that file.
 """
 
 from __future__ import annotations
@@ -80,20 +81,27 @@ def _coerce(value: Any, annotation: Any, name: str) -> Any:
     return value
 
 
+def _section_types(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The field types of dataclass `cls`, once every key of `values` is known to be one of its fields."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping, got {values!r}")
+    types = _field_types(cls)
+    for key in values:
+        if key in types:
+            continue
+        sections = [name for name, kind in types.items() if dataclasses.is_dataclass(kind) and key in _field_types(kind)]
+        if sections:  # a section's key given at the top level, e.g. num_frames for data.num_frames
+            raise ConfigError(f"unknown config key '{prefix}{key}': it belongs to a section, "
+                              f"'{prefix}{sections[0]}.{key}'")
+        raise _unknown_key(key, list(types), prefix)
+    return types
+
+
 def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (possibly partial) nested dict; missing keys keep their defaults."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix or '<root>'}' must be a mapping, got {values!r}")
-    types = _field_types(cls)
+    types = _section_types(cls, values, prefix)
     kwargs = {}
     for key, value in values.items():
-        if key not in types:
-            sections = [name for name, kind in types.items()
-                        if dataclasses.is_dataclass(kind) and key in _field_types(kind)]
-            if sections:  # a section's key given at the top level, e.g. num_frames for data.num_frames
-                raise ConfigError(f"unknown config key '{prefix}{key}': it belongs to a section, "
-                                  f"'{prefix}{sections[0]}.{key}'")
-            raise _unknown_key(key, list(types), prefix)
         annotation = types[key]
         if dataclasses.is_dataclass(annotation):
             kwargs[key] = from_dict(annotation, value or {}, f"{prefix}{key}.")
@@ -105,12 +113,7 @@ def from_dict(cls: type[T], values: dict[str, Any], prefix: str = "") -> T:
 def check_section(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
     """The keys a user gave for a section of dataclass `cls`, checked (names, types) without building it: for a
     section that lists only what must match something recorded elsewhere."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"config section '{prefix.rstrip('.')}' must be a mapping, got {values!r}")
-    types = _field_types(cls)
-    for key in values:
-        if key not in types:
-            raise _unknown_key(key, list(types), prefix)
+    types = _section_types(cls, values, prefix)
     return {key: _coerce(value, types[key], prefix + key) for key, value in values.items()}
 
 
@@ -152,17 +155,29 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's values over those of the file it `extends:` (a path relative to its own folder)."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError(f"config files extend each other in a circle: {' -> '.join(map(str, chain + (path,)))}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {values!r}")
+    base = values.pop("extends", None)
+    if base is None:
+        return values
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"config file {path}: 'extends' takes the path of another config file, got {base!r}")
+    return _merge(_read_file(path.parent / base, chain + (path.resolve(),)), values)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
-    """Defaults of `cls` <- YAML file at `path` (if any) <- `key=value` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    """Defaults of `cls` <- YAML file at `path` (if any, over the files it extends) <- `key=value` overrides."""
+    values = _read_file(Path(path)) if path is not None else {}
     return from_dict(cls, _merge(values, parse_overrides(overrides)))
 
 
