@@ -7,40 +7,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from pipelines.evaluation import detectors
 from pipelines.evaluation.detectors import (C3D_UCF101, CACHE_ENV_VAR, I3D, DetectorChecksumError, DetectorUnavailableError,
                                  detector_path, ensure_detector_file, load_detector)
 from pipelines.evaluation.metrics import detector_outputs, fvd_from_features, inception_score_from_probs, to_probabilities
+from tests.stand_in_detector import save_stand_in
 
 # The published detectors are TorchScript files, so the stand-ins must be too.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
-
-
-class StandInDetector(nn.Module):
-    """Same call signature as the published I3D / C3D TorchScript files."""
-
-    def __init__(self, num_outputs: int):
-        super().__init__()
-        self.proj = nn.Linear(3, num_outputs)
-
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
-        x = x.float()  # (B, 3, T, H, W)
-        if rescale:
-            x = x / 127.5 - 1.0
-        if resize:
-            x = nn.functional.interpolate(x, size=(x.shape[2], 8, 8), mode="trilinear")
-        features = self.proj(x.mean(dim=(2, 3, 4)))  # (B, num_outputs)
-        return features if return_features else features.softmax(dim=1)
-
-
-def _save_stand_in(path, num_outputs, seed=0):
-    torch.manual_seed(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.jit.script(StandInDetector(num_outputs)).save(str(path))
-    return path.read_bytes()
 
 
 @pytest.fixture
@@ -62,7 +37,7 @@ def _videos(n, seed=0):
 
 
 def test_load_from_cache_records_sha256_and_runs_with_protocol_kwargs(cache, no_network):
-    data = _save_stand_in(cache / I3D.filename, 400)
+    data = save_stand_in(cache / I3D.filename, 400)
     assert detector_path("i3d") == cache / "i3d_torchscript.pt"
     i3d = load_detector("i3d")
     sidecar = cache / "i3d_torchscript.pt.sha256"
@@ -74,7 +49,7 @@ def test_load_from_cache_records_sha256_and_runs_with_protocol_kwargs(cache, no_
 
 
 def test_c3d_outputs_feed_the_inception_score(cache, no_network):
-    _save_stand_in(cache / C3D_UCF101.filename, 101)
+    save_stand_in(cache / C3D_UCF101.filename, 101)
     c3d = load_detector("c3d_ucf101")
     out = detector_outputs(c3d, _videos(20), detector_kwargs=C3D_UCF101.call_kwargs, batch_size=8)
     probs = to_probabilities(out)
@@ -85,22 +60,22 @@ def test_c3d_outputs_feed_the_inception_score(cache, no_network):
 
 def test_cache_dir_argument_overrides_env(tmp_path, cache, no_network):
     other = tmp_path / "elsewhere"
-    _save_stand_in(other / I3D.filename, 400)
+    save_stand_in(other / I3D.filename, 400)
     assert ensure_detector_file("i3d", cache_dir=other) == other / I3D.filename
     with pytest.raises(DetectorUnavailableError):
         ensure_detector_file("i3d")
 
 
 def test_sha256_mismatch_with_recorded_hash(cache, no_network):
-    _save_stand_in(cache / I3D.filename, 400, seed=0)
+    save_stand_in(cache / I3D.filename, 400, seed=0)
     load_detector("i3d")
-    _save_stand_in(cache / I3D.filename, 400, seed=1)  # a different file under the same name
+    save_stand_in(cache / I3D.filename, 400, seed=1)  # a different file under the same name
     with pytest.raises(DetectorChecksumError, match="delete it"):
         load_detector("i3d")
 
 
 def test_sha256_against_pinned_hash(cache, no_network):
-    data = _save_stand_in(cache / I3D.filename, 400)
+    data = save_stand_in(cache / I3D.filename, 400)
     with pytest.raises(DetectorChecksumError, match="pinned hash is 0+"):
         ensure_detector_file(replace(I3D, sha256="0" * 64))
     good = replace(I3D, sha256=hashlib.sha256(data).hexdigest().upper())
@@ -135,7 +110,7 @@ class _FakeResponse(io.BytesIO):
 
 
 def test_download_is_atomic_and_records_hash(tmp_path, cache, monkeypatch):
-    data = _save_stand_in(tmp_path / "src.pt", 400)
+    data = save_stand_in(tmp_path / "src.pt", 400)
     urls = []
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: urls.append(url) or _FakeResponse(data))
     i3d = load_detector("i3d")
@@ -146,7 +121,7 @@ def test_download_is_atomic_and_records_hash(tmp_path, cache, monkeypatch):
 
 
 def test_interrupted_download_leaves_no_file(tmp_path, cache, monkeypatch):
-    data = _save_stand_in(tmp_path / "src.pt", 400)
+    data = save_stand_in(tmp_path / "src.pt", 400)
     monkeypatch.setattr(detectors.urllib.request, "urlopen", lambda url, timeout: _FakeResponse(data, fail_after=1))
     with pytest.raises(DetectorUnavailableError, match="connection reset"):
         load_detector("i3d")
@@ -159,7 +134,7 @@ def test_unknown_detector_name():
 
 
 def test_download_with_wrong_pinned_hash_is_not_saved(tmp_path, cache, monkeypatch):
-    data = _save_stand_in(tmp_path / "src.pt", 400)
+    data = save_stand_in(tmp_path / "src.pt", 400)
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: _FakeResponse(data))
     with pytest.raises(DetectorChecksumError, match="not saved"):
         ensure_detector_file(replace(I3D, sha256="f" * 64))

@@ -30,7 +30,10 @@ from pipelines.evaluation.generation import EvalConfig, evaluate, with_training_
 from pipelines.inference.loading import TRAINING_DATA
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
 from pipelines.evaluation.report import record, summary
+from pipelines.data import read_frames
+from pipelines.data.clips import frames_to_tensor
 from tests.coded_videos import coded_frames, write_avi
+from tests.stand_in_detector import save_stand_in
 from vae import build_autoencoder
 
 
@@ -141,7 +144,10 @@ def test_the_data_set_compared_against_is_the_one_the_run_was_trained_on(tmp_pat
     assert with_training_data(replace(cfg, data_root="/copy"), tmp_path).data_root == "/copy"  # given: kept
     assert with_training_data(replace(cfg, dataset="synthetic"), tmp_path).dataset == "synthetic"
     write_json(tmp_path / TRAINING_DATA, {"data": {"name": "folder"}, "source": {"root": "/videos", "path": ""}})
-    with pytest.raises(ConfigError, match="trained on a 'folder' data set; .*pass --dataset"):
+    assert (with_training_data(cfg, tmp_path).dataset, with_training_data(cfg, tmp_path).data_root) == (
+        "folder", "/videos")
+    write_json(tmp_path / TRAINING_DATA, {"data": {"name": "hf"}, "source": {"root": "", "path": "org/videos"}})
+    with pytest.raises(ConfigError, match="trained on a 'hf' data set; .*pass --dataset"):
         with_training_data(cfg, tmp_path)
 
 
@@ -227,8 +233,8 @@ def test_two_processes_give_the_videos_and_scores_of_one(run, tmp_path):
 
 
 def test_benchmark_clip_sets_are_the_protocol_plan_and_disjoint(tmp_path, monkeypatch):
-    """UCF-101 layout: the reference set is the protocol's first clips, the floor's set the next ones, the
-    ceiling's set the same videos as the floor's, long enough for the VAE; the data set is indexed once."""
+    """UCF-101 layout: the reference set is the protocol's first clips, the floor's set the next ones; the
+    ceiling codes the floor's clips, padded to the VAE's length; the data set is indexed once."""
     root = tmp_path / "UCF-101"
     for c, name in enumerate(["Basketball", "YoYo"]):
         for g in (1, 2):
@@ -236,13 +242,64 @@ def test_benchmark_clip_sets_are_the_protocol_plan_and_disjoint(tmp_path, monkey
     monkeypatch.setenv("HOME", str(tmp_path))  # the data index cache
     built = []
     monkeypatch.setattr(real_stats, "build_dataset", lambda cfg: built.append(cfg) or build_dataset(cfg))
-    reference, other, for_vae = real_stats.benchmark_clips(
-        "ucf101", str(root), 0, 16, [(4, slice(0, 2)), (4, slice(2, 4)), (5, slice(2, 4))])
-    assert len(built) == 1 and (reference.count, other.count, for_vae.count) == (2, 2, 2)
-    lengths = [20] * 4
-    assert [idx for _, idx in reference.identity["clips"]] == [p.tolist() for _, p in real_clip_plan(
-        lengths, 2, 4, 3, seed=0)]
+    real = real_stats.real_videos("ucf101", str(root), 0, 16, frames=4, stride=3, count=2)
+    reference, other = real.reference, real.disjoint
+    assert len(built) == 1 and (reference.count, other.count, real.too_short) == (2, 2, 0)
+    assert [idx for _, idx in reference.identity["clips"] + other.identity["clips"]] == [
+        p.tolist() for _, p in real_clip_plan([20] * 4, 4, 4, 3, seed=0)]
     videos = lambda clips: {path for path, _ in clips.identity["clips"]}  # noqa: E731
-    assert not videos(reference) & videos(other) and videos(other) == videos(for_vae)
-    clips = list(for_vae.read())
-    assert len(clips) == 2 and clips[0].shape == (3, 5, 16, 16)
+    assert not videos(reference) & videos(other)
+    clips, for_vae = list(other.read()), list(real_stats.padded(other, 5).read())
+    assert len(for_vae) == 2 and for_vae[0].shape == (3, 5, 16, 16)
+    assert torch.equal(for_vae[0][:, :4], clips[0]) and torch.equal(for_vae[0][:, 4], clips[0][:, 3])
+
+
+FOLDER_LAYOUTS = {  # file names in the order the folder is read; "short" ones have 10 frames, the others 16
+    "flat": ["a.avi", "b_short.avi", "c.avi", "d.avi", "e.avi"],
+    "nested": ["2024/day1/a.avi", "2024/day1/b_short.avi", "2024/day2/c.avi", "2025/d.avi", "2025/e.avi"],
+    "classes": ["cat/a.avi", "cat/b_short.avi", "cat/c.avi", "dog/d.avi", "dog/e.avi"],
+}
+
+
+def write_folder(root: Path, layout: str) -> list[Path]:
+    paths = [root / name for name in FOLDER_LAYOUTS[layout]]
+    for i, path in enumerate(paths):
+        write_avi(path, coded_frames(10 if "short" in path.name else 16, start=20 * i))
+    return paths
+
+
+@pytest.mark.parametrize("layout", list(FOLDER_LAYOUTS))
+def test_real_clips_from_any_folder_of_videos(tmp_path, monkeypatch, layout):
+    """Clips already cut to 16 frames are used whole, shorter videos are skipped and counted, in any layout."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # the data index cache
+    paths = write_folder(tmp_path / "clips", layout)
+    real = real_stats.real_videos("folder", str(tmp_path / "clips"), 0, 16, frames=16, stride=1, count=2)
+    assert (real.reference.count, real.disjoint.count, real.too_short) == (2, 2, 1)
+    used = [path for path, _ in real.reference.identity["clips"] + real.disjoint.identity["clips"]]
+    assert used == [str(p.relative_to(tmp_path / "clips")) for p in paths if "short" not in p.name]
+    first = next(real.reference.read())
+    assert torch.equal(first, frames_to_tensor(read_frames(paths[0], range(16)), 16))
+    with pytest.raises(ConfigError, match="no video has the 48 frames"):
+        real_stats.real_videos("folder", str(tmp_path / "clips"), 0, 16, frames=16, stride=3, count=2)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:Matrix is singular")  # 2 clips: rank-deficient covariances
+def test_a_run_is_scored_against_a_folder_of_real_clips(run, tmp_path, monkeypatch, capsys):
+    """evaluate.py --dataset folder end to end, with a stand-in I3D file: FVD, floor and ceiling, protocol."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = tmp_path / "clips"
+    for i, name in enumerate(["x/a.avi", "x/b_short.avi", "x/c.avi", "y/d.avi", "y/e.avi"]):
+        write_avi(root / name, coded_frames(5 if "short" in name else 8, start=20 * i))
+    save_stand_in(tmp_path / "detectors" / "i3d_torchscript.pt", 16)
+    assert evaluate_script.main(["--run", str(run.root), "--dataset", "folder", "--data-root", str(root),
+                                 "--detector-cache", str(tmp_path / "detectors"), "--num-fake", "4",
+                                 "--num-real", "2", "--steps", "2", "--num-frames", "8"]) == 0
+    assert "1 too short for a clip of 8 frames at stride 1 were skipped" in capsys.readouterr().out
+    report = json.loads(run.metrics.read_text())
+    assert set(report["results"]) == {"FVD (2 real / 4 generated)", "FVD floor (real vs other real clips)",
+                                      "FVD ceiling (VAE reconstructions)"}
+    assert all(np.isfinite(v) for v in report["results"].values())
+    protocol = report["protocol"]
+    assert (protocol["dataset"], protocol["real_frame_stride"], protocol["real_videos_too_short"],
+            protocol["ceiling_clips_padded_to"], protocol["frames"]) == ("folder", 1, 1, 9, 8)

@@ -35,19 +35,20 @@ from ..inference.loading import find_pipeline, load_pipeline, training_data
 from ..data.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
 from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
-from .metrics import (FVD2048_16F, ISV2048_UCF, classification_accuracy, detector_outputs, feature_statistics,
-                      frechet_distance, inception_score_from_probs, to_probabilities)
+from .metrics import (FVD2048_16F, ISV2048_UCF, LATTE_REAL_FRAME_STRIDE, classification_accuracy, detector_outputs,
+                      feature_statistics, frechet_distance, inception_score_from_probs, to_probabilities)
 from .reconstruction import round_trip
-from .real_stats import ClipSet, StatisticsCache, benchmark_clips, statistics_key, synthetic_clips
+from .real_stats import ClipSet, StatisticsCache, padded, real_videos, statistics_key, synthetic_clips
 
-DATASETS = ("synthetic", "ucf101", "sky")
+DATASETS = ("synthetic", "ucf101", "sky", "folder")
 
 
 @dataclass
 class EvalConfig:
     run: str = "runs/default"
-    dataset: Optional[str] = None  # synthetic | ucf101 | sky; None: what the run was trained on
-    data_root: str = ""  # the real videos FVD compares against (ucf101 / sky); "": where the run's came from
+    dataset: Optional[str] = None  # synthetic | ucf101 | sky | folder; None: what the run was trained on
+    data_root: str = ""  # the real videos FVD compares against (ucf101 / sky / folder); "": the run's own
+    real_frame_stride: Optional[int] = None  # None: Latte's 3 for ucf101 / sky, 1 for a folder (clips as cut)
     num_fake: Optional[int] = None  # None: the protocol's 2048 (synthetic: 16 per class)
     num_real: Optional[int] = None  # None: 2048 (synthetic: as many as generated)
     steps: int = 100
@@ -69,8 +70,8 @@ class EvalConfig:
         if self.dataset not in (None, "synthetic") and not self.data_root:
             raise ConfigError(f"data_root (--data-root) is needed for dataset {self.dataset}: the real videos FVD "
                               f"compares against")
-        for key in ("steps", "batch_size", "num_frames"):
-            if getattr(self, key) < 1:
+        for key in ("steps", "batch_size", "num_frames", "real_frame_stride"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
 
 
@@ -177,12 +178,13 @@ class _RealSide:
         if cfg.dataset == "synthetic":  # held-out seeds, apart from the training set's
             self.reference, _ = synthetic_clips(10_000 + cfg.seed, count, frames, resolution, classes)
             self.disjoint, self.labels = synthetic_clips(20_000 + cfg.seed, count, frames, resolution, classes)
-            self.for_vae = self.disjoint
+            self.for_vae, self.too_short, self.skipped = self.disjoint, 0, "skipped no video"
         else:
-            self.reference, self.disjoint, self.for_vae = benchmark_clips(
-                cfg.dataset, cfg.data_root, cfg.seed, resolution,
-                [(cfg.num_frames, slice(0, count)), (cfg.num_frames, slice(count, 2 * count)),
-                 (frames, slice(count, 2 * count))])
+            stride = cfg.real_frame_stride or (1 if cfg.dataset == "folder" else LATTE_REAL_FRAME_STRIDE)
+            real = real_videos(cfg.dataset, cfg.data_root, cfg.seed, resolution, cfg.num_frames, stride, count)
+            self.reference, self.disjoint = real.reference, real.disjoint
+            # The ceiling codes the floor's own clips; a VAE that needs 1 + 4k frames gets the last one repeated.
+            self.for_vae, self.too_short, self.skipped = padded(real.disjoint, frames), real.too_short, real.skipped
 
     def statistics(self, name: str, clips: ClipSet) -> tuple[np.ndarray, np.ndarray]:
         """Statistics of real `clips`, from the cache or computed (and stored) under their key."""
@@ -262,6 +264,8 @@ def _protocol(cfg: EvalConfig, pipe, real: _RealSide, num_fake: int, num_real: i
     return {**real.protocol, "num_real": num_real, "num_fake": num_fake, "dataset": cfg.dataset,
             "split": real.reference.identity.get("split", "held-out synthetic"),
             "real_frame_stride": real.reference.identity.get("stride", 1), "real_clip_seed": cfg.seed,
+            "real_videos_too_short": real.too_short, "real_videos_unreadable": real.skipped,
+            "ceiling_clips_padded_to": real.for_vae.identity.get("padded_to"),
             "detector_sha256": real.scores.sha256, "sampler": scheduler_name(pipe.scheduler), "steps": cfg.steps,
             "guidance_scale": guidance, "guidance_channels": pipe.config.guidance_channels, "seed": cfg.seed,
             "processes": PartialState().num_processes, "real_statistics_from_cache": real.cached}

@@ -24,10 +24,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..common.errors import ConfigError
 from ..common.files import atomic_write, write_json
 from ..data import DataConfig, build_dataset, read_frames
 from ..data.clips import frames_to_tensor
-from .metrics import LATTE_REAL_FRAME_STRIDE, feature_statistics, real_clip_plan
+from .metrics import feature_statistics, real_clip_plan
 
 
 @dataclass
@@ -48,24 +49,52 @@ def synthetic_clips(seed: int, count: int, frames: int, resolution: int, classes
     return clips, [data[i]["label"] for i in range(count)]
 
 
-def benchmark_clips(dataset: str, root: str, seed: int, resolution: int,
-                    parts: list[tuple[int, slice]]) -> list[ClipSet]:
-    """For each (frames, part): that part of the plan of real clips of `frames` frames (Latte's stride 3) of
-    UCF-101 (all videos) or SkyTimelapse (train split), in the protocol's order. The data set is indexed once."""
-    split = "train" if dataset == "sky" else "all"
+@dataclass
+class RealVideos:
+    """The plan of real clips of one data set: `reference` (the first `count` usable videos), `disjoint` (the
+    next `count`), and `too_short`, how many of the videos were skipped for having fewer frames than a clip
+    needs (`frames` x `stride`). `skipped` says which files could not be read at all."""
+
+    reference: ClipSet
+    disjoint: ClipSet
+    too_short: int
+    skipped: str
+
+
+def real_videos(dataset: str, root: str, seed: int, resolution: int, frames: int, stride: int,
+                count: int) -> RealVideos:
+    """The real clips FVD compares against, of UCF-101 (all videos), SkyTimelapse (train split) or any folder
+    of videos (flat, nested or in class folders; clips already cut to `frames` frames are used whole at stride
+    1), in the protocol's order (StyleGAN-V: the first usable videos, one seeded clip each)."""
+    split = {"sky": "train", "ucf101": "all"}.get(dataset, "all")
     data = build_dataset(DataConfig(name=dataset, root=root, split=split, num_frames=1, resolution=resolution,
                                     clip_sampling="center"))
     lengths = [s.num_frames for s in data.samples]
+    try:
+        plan = real_clip_plan(lengths, 2 * count, frames, stride, seed=seed)
+    except ValueError as err:
+        raise ConfigError(f"{root}: {err} ({len(lengths)} videos; {data.skip_summary()})") from None
     sets = []
-    for frames, part in parts:
-        plan = real_clip_plan(lengths, part.stop, frames, LATTE_REAL_FRAME_STRIDE, seed=seed)[part]
-        clips = [(Path(data.samples[i].path), idx.tolist()) for i, idx in plan]
-        identity = dict(dataset=dataset, split=split, resolution=resolution, frames=frames,
-                        stride=LATTE_REAL_FRAME_STRIDE, seed=seed,
+    for part in (slice(0, count), slice(count, 2 * count)):
+        clips = [(Path(data.samples[i].path), idx.tolist()) for i, idx in plan[part]]
+        identity = dict(dataset=dataset, split=split, resolution=resolution, frames=frames, stride=stride, seed=seed,
                         clips=[[str(path.relative_to(root)), idx] for path, idx in clips])
-        read = partial(_read_clips, clips, resolution)
-        sets.append(ClipSet(identity, len(clips), read))
-    return sets
+        sets.append(ClipSet(identity, len(clips), partial(_read_clips, clips, resolution)))
+    if not sets[1].count:
+        raise ConfigError(f"{root}: {len(plan)} usable video(s) for clips of {frames} frames at stride {stride}; "
+                          f"the floor needs at least 2 (one per side)")
+    examined = lengths[:plan[-1][0] + 1] if len(plan) == 2 * count else lengths  # the plan stops when full
+    too_short = sum(length < frames * stride for length in examined)
+    return RealVideos(sets[0], sets[1], too_short, data.skip_summary())
+
+
+def padded(clips: ClipSet, frames: int) -> ClipSet:
+    """`clips` with each clip's last frame repeated up to `frames` frames (a VAE's valid length)."""
+    def read() -> Iterator[torch.Tensor]:
+        for clip in clips.read():  # (3, T, H, W)
+            extra = frames - clip.shape[1]
+            yield torch.cat([clip, clip[:, -1:].expand(-1, extra, -1, -1)], dim=1) if extra > 0 else clip
+    return ClipSet({**clips.identity, "padded_to": frames}, clips.count, read)
 
 
 def _read_clips(clips: list[tuple[Path, list[int]]], resolution: int) -> Iterator[torch.Tensor]:
