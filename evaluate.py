@@ -8,10 +8,10 @@
     torchrun --nproc_per_node 2 evaluate.py --run runs/default              # the same on 2 CPU processes
 
 Every FVD comes with its floor (real clips vs other real clips) and the VAE's ceiling (its reconstructions of
-real clips); real-clip statistics are cached and reused. A folder of real videos may be flat, nested or in class
-folders; clips already cut to 16 frames are used whole (stride 1), shorter videos are skipped and counted. Results and the full protocol go to
-<run>/eval/metrics.json, a few sample videos to <run>/eval/samples. Any EvalConfig key can also be given as
-key=value or in a --config YAML file.
+real clips); real-clip statistics are cached and reused. A folder of real videos may be flat, nested or in
+class folders; clips already cut to 16 frames are used whole (stride 1), shorter videos are skipped and counted.
+Results and the full protocol go to <run>/eval/metrics.json, a few sample videos to <run>/eval/samples. Any
+EvalConfig key can also be given as key=value or in a --config YAML file.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     print(json.dumps(report["results"], indent=2))
     protocol = report["protocol"]
     if protocol["real_videos_too_short"]:
-        print(f"real videos: {protocol['real_videos_too_short']} too short for a clip of {protocol['frames']} frames at "
-              f"stride {protocol['real_frame_stride']} were skipped; {protocol['real_videos_unreadable']}")
+        print(f"real videos: {protocol['real_videos_too_short']} too short for a clip of {protocol['frames']} "
+              f"frames at stride {protocol['real_frame_stride']} were skipped; {protocol['real_videos_unreadable']}")
     print(f"({report['detector_note']}); samples in {report['samples_dir']}")
     return 0
 

@@ -357,7 +357,8 @@ def test_frames_over_the_pixel_limit_are_skipped_and_counted(tmp_path, monkeypat
 
 def test_a_config_file_extends_another(tmp_path):
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "base.yaml").write_text("max_steps: 7\ndata:\n  name: folder\n  root: /videos\n  num_frames: 9\n")
+    (tmp_path / "base" / "base.yaml").write_text(
+        "max_steps: 7\ndata:\n  name: folder\n  root: /videos\n  num_frames: 9\n")
     (tmp_path / "middle.yaml").write_text("extends: base/base.yaml\ndata:\n  num_frames: 5\n")
     (tmp_path / "top.yaml").write_text("extends: middle.yaml\nmax_steps: 3\n")
     cfg = load_config(RunConfig, tmp_path / "top.yaml", ["data.resolution=32"])  # paths relative to each file
@@ -381,4 +382,5 @@ def test_shipped_configs_that_extend_others_load():
     lean4 = load_config(VAETrainConfig, root / "vae" / "leanvae-4ch.yaml", ["data.root=/v"])
     assert lean16.model["preset"] == "lean-16ch" and lean16.max_steps == lean4.max_steps == 700000
     sky = load_config(DiTTrainConfig, root / "dit" / "latte-xl2-sky.yaml")
-    assert (sky.conditional, sky.guidance_scale, sky.data["name"], sky.model.preset) == (False, 1.0, "sky", "Latte-XL/2")
+    assert (sky.conditional, sky.guidance_scale, sky.data["name"], sky.model.preset) == (
+        False, 1.0, "sky", "Latte-XL/2")

@@ -1,5 +1,7 @@
 """The built-in synthetic data set: deterministic, 16 classes that need both shape and motion to tell apart."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from PIL import Image
@@ -85,3 +87,26 @@ def test_preview_writes_clips_and_a_grid(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:  # the old form of a data key names the new one
         main(["--out", str(tmp_path), "num_frames=5"])
     assert exit_info.value.code == 2 and "'data.num_frames'" in capsys.readouterr().err
+
+
+def test_detail_adds_texture_and_a_panning_camera_but_keeps_the_scene():
+    plain, textured = sample_params(keyed_generator(0, 3)), sample_params(keyed_generator(0, 3), 1.0)
+    assert (plain.radius, plain.travel, plain.start, plain.object_colour) == (
+        textured.radius, textured.travel, textured.start, textured.object_colour)
+    flat, rich = render_clip("square", "right", plain, 9, 48), render_clip("square", "right", textured, 9, 48)
+    assert -1 <= rich.min() and rich.max() <= 1
+
+    def roughness(video):  # mean absolute difference of neighbouring pixels
+        return (video[..., 1:] - video[..., :-1]).abs().mean()
+
+    assert roughness(rich) > 2 * roughness(flat)
+    # Without the shape, the whole frame is background: it moves against the camera's pan, uniformly.
+    empty = replace(textured, radius=0.0)
+    pan_x, pan_y = textured.detail.pan
+    vx, vy = global_motion(render_clip("square", "right", empty, 9, 48)).tolist()
+    assert abs(pan_x) > 0.02 and abs(pan_y) > 0.02
+    assert vx == pytest.approx(-pan_x * 48 / 8, rel=0.25) and vy == pytest.approx(-pan_y * 48 / 8, rel=0.25)
+    plain_set = SyntheticVideoDataset(8, 5, 16)
+    assert torch.equal(SyntheticVideoDataset(8, 5, 16, detail=0.0)[3]["video"], plain_set[3]["video"])
+    with pytest.raises(ValueError, match="detail"):
+        SyntheticVideoDataset(8, 5, 16, detail=1.5)

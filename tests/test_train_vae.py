@@ -60,7 +60,8 @@ def test_cli_trains_logs_and_exports(tmp_path):
     assert {k: vae.config[k] for k in VAE_PRESETS["lean-tiny"].kwargs} == VAE_PRESETS["lean-tiny"].kwargs
     # The latent statistics of the exported model: those of its own posterior means on the first 2 clips.
     assert vae.config.latents_mean == summary["latents_mean"] and len(vae.config.latents_std) == 4
-    clips = torch.stack([build_dataset(parse_cli(VAETrainConfig, TINY).data)[i]["video"] for i in range(2)])
+    data = build_dataset(parse_cli(VAETrainConfig, ["--config", str(DEFAULT_CONFIG), *TINY]).data)  # the run's
+    clips = torch.stack([data[i]["video"] for i in range(2)])
     with torch.no_grad():
         means = vae.encode(clips).latent_dist.mean.double().transpose(0, 1).flatten(1)  # (4, N)
     assert vae.config.latents_std == pytest.approx(means.std(dim=1, unbiased=False).tolist(), rel=1e-4)

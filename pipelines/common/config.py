@@ -89,7 +89,8 @@ def _section_types(cls: type, values: dict[str, Any], prefix: str) -> dict[str, 
     for key in values:
         if key in types:
             continue
-        sections = [name for name, kind in types.items() if dataclasses.is_dataclass(kind) and key in _field_types(kind)]
+        sections = [name for name, kind in types.items()
+                    if dataclasses.is_dataclass(kind) and key in _field_types(kind)]
         if sections:  # a section's key given at the top level, e.g. num_frames for data.num_frames
             raise ConfigError(f"unknown config key '{prefix}{key}': it belongs to a section, "
                               f"'{prefix}{sections[0]}.{key}'")

@@ -38,6 +38,7 @@ class DataConfig:
     index_dir: str = ""  # cache of data set indexes; "" = ~/.cache/leanlatte/data_index
     num_samples: int = 4096  # synthetic: data set size
     synthetic_classes: int = 16  # synthetic: number of classes, 1..16
+    synthetic_detail: float = 0.0  # synthetic: texture and camera motion, 0..1 (towards real footage, for VAEs)
     seed: int = 0  # synthetic content and "center"/"seeded" clip sampling
 
     def __post_init__(self) -> None:
@@ -51,6 +52,8 @@ class DataConfig:
                     "shuffle_buffer"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 <= self.synthetic_detail <= 1:
+            raise ConfigError(f"data.synthetic_detail must be in [0, 1], got {self.synthetic_detail}")
         if self.name == "hf":
             if not self.path:
                 raise ConfigError("data.path is needed for data.name=hf: a Hub id or a local data set folder")

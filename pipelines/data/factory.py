@@ -17,7 +17,8 @@ def build_dataset(cfg: DataConfig) -> Dataset | IterableDataset:
     A streamed one (`data.streaming`) is an endless IterableDataset holding this process's part."""
     if cfg.name == "synthetic":
         return SyntheticVideoDataset(cfg.num_samples, num_frames=cfg.num_frames, resolution=cfg.resolution,
-                                     seed=cfg.seed, num_classes=cfg.synthetic_classes)
+                                     seed=cfg.seed, num_classes=cfg.synthetic_classes,
+                                     detail=cfg.synthetic_detail)
     common = dict(num_frames=cfg.num_frames, frame_interval=cfg.frame_interval, resolution=cfg.resolution,
                   random_flip=cfg.random_flip, clip_sampling=cfg.clip_sampling, short_videos=cfg.short_videos,
                   seed=cfg.seed, index_dir=cfg.index_dir or None)

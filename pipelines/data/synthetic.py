@@ -37,10 +37,32 @@ class SceneParams:
     background: tuple[torch.Tensor, torch.Tensor]  # two (3,) colours for the gradient
     angle: float  # gradient direction
     noise: torch.Tensor  # (3, 4, 4) low-frequency texture, upsampled over the frame
+    detail: Detail | None = None
 
 
-def sample_params(generator: torch.Generator) -> SceneParams:
-    """Draw a scene from `generator`; light objects on dark backgrounds or the reverse, so the shape always shows."""
+@dataclass(frozen=True)
+class Detail:
+    """Texture and camera motion (module docstring); texture grids are upsampled over the frame or the shape."""
+
+    background: tuple[torch.Tensor, ...]  # (3, n, n) per octave, n = 8, 16, 32
+    surface: tuple[torch.Tensor, ...]  # (3, n, n) per octave, n = 4, 8: the shape's texture, in its own frame
+    pan: tuple[float, float]  # (x, y) camera travel from the first frame to the last, fractions of the side
+
+
+def _octaves(generator: torch.Generator, sizes: tuple[int, ...], amplitude: float) -> tuple[torch.Tensor, ...]:
+    """Uniform noise grids, one per size, 0.7x the amplitude per doubling of frequency, mostly luminance (as the
+    texture of natural images is)."""
+    grids = []
+    for k, n in enumerate(sizes):
+        luminance = 2 * torch.rand(1, n, n, generator=generator) - 1  # (1, n, n)
+        chroma = 2 * torch.rand(3, n, n, generator=generator) - 1  # (3, n, n)
+        grids.append(amplitude * 0.7**k * (luminance + 0.3 * chroma))
+    return tuple(grids)
+
+
+def sample_params(generator: torch.Generator, detail: float = 0.0) -> SceneParams:
+    """Draw a scene from `generator`; light objects on dark backgrounds or the reverse, so the shape always shows.
+    The draws for `detail` come after all others: a scene's shape, colours and motion do not depend on it."""
     u = torch.rand(12, generator=generator).tolist()
     dark = u[0] < 0.5
     low, high = (0.0, 0.45), (0.55, 1.0)
@@ -54,7 +76,16 @@ def sample_params(generator: torch.Generator) -> SceneParams:
         background=(back[0] + (back[1] - back[0]) * colour[1], back[0] + (back[1] - back[0]) * colour[2]),
         angle=2 * math.pi * u[5],
         noise=0.08 * (2 * torch.rand(3, 4, 4, generator=generator) - 1),
+        detail=_sample_detail(generator, detail) if detail else None,
     )
+
+
+def _sample_detail(generator: torch.Generator, detail: float) -> Detail:
+    u = torch.rand(4, generator=generator).tolist()
+    strength = detail * (0.3 + 0.7 * u[0])  # from nearly flat to strongly textured scenes
+    return Detail(background=_octaves(generator, (8, 16, 32), 0.2 * strength),
+                  surface=_octaves(generator, (4, 8), 0.25 * strength),
+                  pan=(detail * 0.3 * (u[1] - 0.5), detail * 0.3 * (u[2] - 0.5)))
 
 
 def _box(x: torch.Tensor, y: torch.Tensor, half_w: float, half_h: float) -> torch.Tensor:
@@ -88,6 +119,52 @@ def _shape_distance(shape: str, x: torch.Tensor, y: torch.Tensor, r: float) -> t
     raise ValueError(f"shape '{shape}' is not one of {', '.join(SHAPES)}")
 
 
+def _upsample(grid: torch.Tensor, size: int) -> torch.Tensor:
+    return F.interpolate(grid[None], size=(size, size), mode="bicubic", align_corners=False)[0]
+
+
+def _background(params: SceneParams, resolution: int, margin: int) -> torch.Tensor:
+    """The background on a canvas `margin` pixels wider than the frame on every side: (3, H + 2m, W + 2m)."""
+    side, canvas = float(resolution), resolution + 2 * margin
+    coords = torch.arange(-margin, resolution + margin, dtype=torch.float32) + 0.5  # pixel centres
+    y, x = torch.meshgrid(coords, coords, indexing="ij")  # (H + 2m, W + 2m)
+    along = (x * math.cos(params.angle) + y * math.sin(params.angle)) / side
+    along = (along - along.min()) / (along.max() - along.min())  # in [0, 1]
+    first, second = params.background
+    background = first[:, None, None] + (second - first)[:, None, None] * along
+    background = background + _upsample(params.noise, canvas)
+    if params.detail is not None:
+        background = background + sum(_upsample(grid, canvas) for grid in params.detail.background)
+    return background.clamp(0, 1)
+
+
+def _camera(background: torch.Tensor, pan: tuple[float, float], margin: int, num_frames: int,
+            resolution: int) -> torch.Tensor:
+    """Frames (T, 3, H, W) of a camera panning over the canvas by `pan` (fractions of the side), bilinear."""
+    canvas = background.shape[-1]
+    progress = torch.linspace(0, 1, num_frames) if num_frames > 1 else torch.zeros(1)  # (T,)
+    pixels = torch.arange(resolution, dtype=torch.float32) + 0.5 + margin  # frame pixel centres on the canvas
+    # Normalised canvas coordinates of each frame's pixels along x and y: (T, side) each
+    along_x, along_y = [(pixels[None] + travel * resolution * (progress[:, None] - 0.5)) / canvas * 2 - 1
+                        for travel in pan]
+    x = along_x[:, None, :].expand(-1, resolution, -1)  # (T, H, W)
+    y = along_y[:, :, None].expand(-1, -1, resolution)
+    grid = torch.stack([x, y], dim=-1)  # (T, H, W, 2)
+    return F.grid_sample(background[None].expand(num_frames, -1, -1, -1), grid, mode="bilinear",
+                         padding_mode="border", align_corners=False)
+
+
+def _surface(params: SceneParams, colour: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+             reach: float) -> torch.Tensor:
+    """The shape's colour at offsets (dx, dy) from its centre (h, w): plain, or textured in the shape's frame."""
+    if params.detail is None:
+        return colour  # (3, 1, 1)
+    grid = torch.stack([dx / reach, dy / reach], dim=-1)[None]  # (1, h, w, 2) in [-1, 1]
+    texture = sum(F.grid_sample(g[None], grid, mode="bicubic", padding_mode="border", align_corners=False)[0]
+                  for g in params.detail.surface)  # (3, h, w)
+    return (colour + texture).clamp(0, 1)
+
+
 def render_clip(shape: str, direction: str, params: SceneParams, num_frames: int, resolution: int) -> torch.Tensor:
     """Render one clip as float (3, T, H, W) in [-1, 1]; the direction changes nothing in frame 0."""
     if direction not in _STEPS:
@@ -95,13 +172,10 @@ def render_clip(shape: str, direction: str, params: SceneParams, num_frames: int
     side = float(resolution)
     coords = torch.arange(resolution, dtype=torch.float32) + 0.5  # pixel centres
     y, x = torch.meshgrid(coords, coords, indexing="ij")  # (H, W)
-
-    along = (x * math.cos(params.angle) + y * math.sin(params.angle)) / side
-    along = (along - along.min()) / (along.max() - along.min())  # (H, W) in [0, 1]
-    first, second = params.background
-    background = first[:, None, None] + (second - first)[:, None, None] * along  # (3, H, W)
-    texture = F.interpolate(params.noise[None], size=(resolution, resolution), mode="bicubic", align_corners=False)
-    background = (background + texture[0]).clamp(0, 1)  # (3, H, W)
+    pan = params.detail.pan if params.detail is not None else (0.0, 0.0)
+    margin = math.ceil(max(abs(p) for p in pan) * side / 2) + 1 if any(pan) else 0
+    background = _background(params, resolution, margin)  # (3, H + 2m, W + 2m)
+    backgrounds = _camera(background, pan, margin, num_frames, resolution) if margin else None  # (T, 3, H, W)
 
     step_x, step_y = _STEPS[direction]
     colour = torch.tensor(params.object_colour)[:, None, None]  # (3, 1, 1)
@@ -115,13 +189,12 @@ def render_clip(shape: str, direction: str, params: SceneParams, num_frames: int
         # Only the window around the shape is drawn: outside it alpha is 0, and small tensors stay fast.
         top, bottom = max(int(centre_y - reach), 0), min(math.ceil(centre_y + reach), resolution)
         left, right = max(int(centre_x - reach), 0), min(math.ceil(centre_x + reach), resolution)
-        frame = background.clone()  # (3, H, W)
+        frame = background.clone() if backgrounds is None else backgrounds[t]  # (3, H, W)
         if bottom > top and right > left:
-            distance = _shape_distance(shape, x[top:bottom, left:right] - centre_x,
-                                       y[top:bottom, left:right] - centre_y, radius)  # (h, w)
-            alpha = (0.5 - distance).clamp(0, 1)  # a one-pixel ramp across the edge
+            dx, dy = x[top:bottom, left:right] - centre_x, y[top:bottom, left:right] - centre_y  # (h, w)
+            alpha = (0.5 - _shape_distance(shape, dx, dy, radius)).clamp(0, 1)  # a one-pixel ramp across the edge
             window = frame[:, top:bottom, left:right]  # (3, h, w)
-            frame[:, top:bottom, left:right] = window * (1 - alpha) + colour * alpha
+            frame[:, top:bottom, left:right] = window * (1 - alpha) + _surface(params, colour, dx, dy, reach) * alpha
         frames.append(frame)
     return torch.stack(frames, dim=1) * 2 - 1  # (3, T, H, W)
 
@@ -131,17 +204,21 @@ class SyntheticVideoDataset(Dataset):
 
     Items: {"video": float (3, num_frames, resolution, resolution) in [-1, 1], "label": int in
     [0, num_classes), "path": "synthetic://<seed>/<i>"}. Labels cycle through the classes (i % num_classes),
-    so every class is equally frequent; the classes are the first `num_classes` of `CLASS_NAMES`.
+    so every class is equally frequent; the classes are the first `num_classes` of `CLASS_NAMES`. `detail` in
+    [0, 1] adds texture and camera motion (module docstring).
     """
 
     def __init__(self, num_samples: int, num_frames: int = 17, resolution: int = 64, seed: int = 0,
-                 num_classes: int = 16):
+                 num_classes: int = 16, detail: float = 0.0):
+        if not 0 <= detail <= 1:
+            raise ValueError(f"the synthetic data set's detail is in [0, 1], got {detail}")
         if num_samples < 1 or num_frames < 1 or resolution < 8:
             raise ValueError(f"need num_samples >= 1, num_frames >= 1, resolution >= 8; got "
                              f"{num_samples}, {num_frames}, {resolution}")
         if not 1 <= num_classes <= len(CLASS_NAMES):
             raise ValueError(f"the synthetic data set has 1 to {len(CLASS_NAMES)} classes, got {num_classes}")
         self.num_samples, self.num_frames, self.resolution, self.seed = num_samples, num_frames, resolution, seed
+        self.detail = detail
         self.class_names = CLASS_NAMES[:num_classes]
         self.skipped: dict[str, list[str]] = {}
 
@@ -160,6 +237,6 @@ class SyntheticVideoDataset(Dataset):
             raise IndexError(f"index {index} out of range for a data set of {self.num_samples} clips")
         label = index % self.num_classes
         shape, direction = self.class_names[label].split("_")
-        params = sample_params(keyed_generator(self.seed, index))
+        params = sample_params(keyed_generator(self.seed, index), self.detail)
         video = render_clip(shape, direction, params, self.num_frames, self.resolution)
         return {"video": video, "label": label, "path": f"synthetic://{self.seed}/{index}"}

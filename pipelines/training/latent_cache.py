@@ -84,7 +84,8 @@ def clip_settings(data: DataConfig) -> dict:
     lies (root, Hub path) is not among them: a cache stays valid on another machine."""
     settings = {key: getattr(data, key) for key in CLIP_KEYS}
     if data.name == "synthetic":
-        settings.update(num_samples=data.num_samples, synthetic_classes=data.synthetic_classes, seed=data.seed)
+        settings.update(num_samples=data.num_samples, synthetic_classes=data.synthetic_classes, seed=data.seed,
+                        synthetic_detail=data.synthetic_detail)
     if data.name == "hf":
         settings.update(video_column=data.video_column)
     return settings
