@@ -133,6 +133,9 @@ def test_benchmark_evaluation_without_detectors_says_where_to_get_them(run, tmp_
     with pytest.raises(SystemExit) as exit_info:
         evaluate_script.main(["--run", str(run.root), "--dataset", "sky"])
     assert exit_info.value.code == 2 and "--data-root" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # refused before any video is generated
+        evaluate_script.main(["--run", str(run.root), "--dataset", "folder", "--data-root", str(tmp_path / "no")])
+    assert exit_info.value.code == 2 and "is not a folder" in capsys.readouterr().err
 
 
 def test_the_data_set_compared_against_is_the_one_the_run_was_trained_on(tmp_path):
