@@ -217,7 +217,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     PartialState(cpu=not torch.accelerator.is_available())
     run, pipeline_dir = RunLayout(cfg.run), find_pipeline(cfg.run)
     cfg = with_training_data(cfg, pipeline_dir)
-    if cfg.dataset != "synthetic" and not Path(cfg.data_root).expanduser().is_dir():  # before hours of sampling
+    if cfg.dataset != "synthetic" and not Path(cfg.data_root).is_dir():  # before hours of sampling
         raise ConfigError(f"the real videos to compare against are not there: {cfg.data_root} is not a folder")
     pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead

@@ -66,7 +66,7 @@ def real_videos(dataset: str, root: str, seed: int, resolution: int, frames: int
     """The real clips FVD compares against, of UCF-101 (all videos), SkyTimelapse (train split) or any folder
     of videos (flat, nested or in class folders; clips already cut to `frames` frames are used whole at stride
     1), in the protocol's order (StyleGAN-V: the first usable videos, one seeded clip each)."""
-    split = {"sky": "train", "ucf101": "all"}.get(dataset, "all")
+    split = "train" if dataset == "sky" else "all"
     data = build_dataset(DataConfig(name=dataset, root=root, split=split, num_frames=1, resolution=resolution,
                                     clip_sampling="center"))
     lengths = [s.num_frames for s in data.samples]
