@@ -150,7 +150,7 @@ def test_released_weights_give_the_official_outputs(name, tmp_path):
         latent = model.normalize_latents(model.encode(x).latent_dist.mean)  # the official scale * (mean - shift)
         assert (latent - expected["latent"]).abs().max() <= 1e-5
         raw = expected["latent"] / config["scale_factor"] + config["shift_factor"]  # the official decode's first step
-        assert (model.decode(raw).sample - expected["recon"]).abs().max() <= 1e-5
+        assert (model.decode(raw).sample - expected["recon"]).abs().max() <= 1e-4  # summation order; float64 below to 1e-12
         assert (model.denormalize_latents(expected["latent"]) - raw).abs().max() <= 1e-6
         model64 = model.double()
         latent64 = model64.normalize_latents(model64.encode(x.double()).latent_dist.mean)

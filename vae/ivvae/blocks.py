@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..causal import Cache
-from .layers import FrameConv, KTCConv, Layer, SplitRMSNorm, per_frame, run
+from .layers import FrameConv, KTCConv, Layer, SplitRMSNorm, interleave_frames, per_frame, run
 
 
 class ResidualBlock(Layer):
@@ -96,9 +96,9 @@ class Resample(Layer):
         return [keyframes] + ([self.time_conv(halves[1])] if len(halves) > 1 else [])
 
     def _up_in_time(self, halves: list[torch.Tensor]) -> list[torch.Tensor]:
-        repeated = halves[0].repeat_interleave(2, dim=2)  # each keyframe feature twice
+        keyframes = halves[0]
+        repeated = interleave_frames(keyframes.unsqueeze(1).expand(-1, 2, -1, -1, -1, -1))  # each keyframe twice
         if len(halves) == 1:
             return [repeated]
-        b, c, t, h, w = halves[1].shape
-        pairs = self.time_conv(halves[1]).view(b, 2, c, t, h, w)  # (B, 2, C, T, H, W): channels -> two frames
-        return [repeated, pairs.permute(0, 2, 3, 1, 4, 5).reshape(b, c, 2 * t, h, w)]
+        pairs = self.time_conv(halves[1]).unflatten(1, (2, -1))  # (B, 2, C, T, H, W): channels -> two frames
+        return [repeated, interleave_frames(pairs)]

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..causal import Cache
 from .blocks import Resample, ResidualBlock, ResidualBlock2d
-from .layers import PAC, KTCConv, FrameConv, Layer, SplitAttention, SplitRMSNorm, run
+from .layers import PAC, KTCConv, FrameConv, Layer, SplitAttention, SplitRMSNorm, channels_last, run
 
 
 def _run_all(layers: nn.Sequential, x: torch.Tensor, cache: Cache, first: bool) -> torch.Tensor:
@@ -46,7 +46,7 @@ class Encoder(Layer):
         self.head = nn.Sequential(SplitRMSNorm(out_dim, temporal), nn.SiLU(), PAC(out_dim, 2 * z, temporal))
 
     def forward(self, x: torch.Tensor, cache: Cache = None, first: bool = True) -> torch.Tensor:
-        x = self.conv1(x, cache, first)  # (B, 2 dim, T, H, W)
+        x = self.conv1(channels_last(x), cache, first)  # (B, 2 dim, T, H, W)
         x = _run_all(self.downsamples, x, cache, first)  # (B, 2 * 4 dim, T', H/8, W/8)
         return _run_all(self.head, _run_all(self.middle, x, cache, first), cache, first)
 
@@ -78,6 +78,9 @@ class Decoder(Layer):
                                   KTCConv(halves * out_dim, 3, 3 if temporal else 0, 3, group=4))
 
     def forward(self, x: torch.Tensor, cache: Cache = None, first: bool = True) -> torch.Tensor:
-        x = _run_all(self.middle, self.conv1(x), cache, first)  # (B, 2 * 4 dim, T', h, w)
+        x = _run_all(self.middle, self.conv1(channels_last(x)), cache, first)  # (B, 2 * 4 dim, T', h, w)
         x = _run_all(self.upsamples, x, cache, first)  # (B, 2 dim, T, H, W)
-        return _run_all(self.head, x, cache, first)
+        rgb = _run_all(self.head, x, cache, first)
+        if rgb.requires_grad:
+            rgb.register_hook(channels_last)
+        return rgb
