@@ -14,6 +14,11 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def per_frame(mod: torch.Tensor) -> torch.Tensor:
+    """Modulation (B, kD) for the whole clip, or (B, F, kD) frame by frame, -> broadcastable over (B, F, N, kD)."""
+    return mod[:, None, None] if mod.ndim == 2 else mod[:, :, None]
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over the middle axis of (groups, length, hidden); fused qkv projection."""
 
@@ -51,8 +56,8 @@ class LatteBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        # x: (B, F, N, D), c: (B, D)
-        mod = self.adaLN_modulation(c)[:, None, None]  # (B, 1, 1, 6D)
+        # x: (B, F, N, D), c: (B, D) or per frame (B, F, D)
+        mod = per_frame(self.adaLN_modulation(c))  # (B, 1 or F, 1, 6D)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
         h = modulate(self.norm1(x), shift_msa, scale_msa)  # (B, F, N, D)
         if self.temporal:
@@ -76,8 +81,8 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        # x: (B, F, N, D), c: (B, D)
-        shift, scale = self.adaLN_modulation(c)[:, None, None].chunk(2, dim=-1)  # (B, 1, 1, D) each
+        # x: (B, F, N, D), c: (B, D) or per frame (B, F, D)
+        shift, scale = per_frame(self.adaLN_modulation(c)).chunk(2, dim=-1)  # (B, 1 or F, 1, D) each
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, F, N, p*p*C_out)
 
 

@@ -108,31 +108,58 @@ class LatteDiT(ModelMixin, ConfigMixin):
         class_labels: torch.Tensor | None = None,
         force_drop_ids: torch.Tensor | None = None,
         return_dict: bool = True,
+        num_images: int = 0,
+        image_labels: torch.Tensor | None = None,
     ) -> Transformer2DModelOutput | tuple[torch.Tensor]:
-        """`force_drop_ids` (B,), 1 where a label is replaced by the null class: training's label dropout."""
-        self._check_input(hidden_states)
-        B, p = hidden_states.shape[0], self.config.patch_size
-        x = rearrange(hidden_states, "b c f (h p) (w q) -> b f (h w) (c p q)", p=p, q=p)  # (B, F, N, C*p*p)
-        x = self.x_embedder(x)  # (B, F, N, D)
+        """`force_drop_ids` (B,), or (B, 1 + num_images) with images: 1 where a label is replaced by the null
+        class, training's label dropout. `num_images` > 0 (Latte+IMG's joint training): the last num_images
+        frames of hidden_states are single images, each with its label in `image_labels` (B, num_images); the
+        spatial blocks see every frame with its own conditioning, the temporal blocks only the video's frames."""
+        self._check_input(hidden_states, num_images)
+        B, p, F = hidden_states.shape[0], self.config.patch_size, self.config.num_frames
+        x = rearrange(hidden_states, "b c f (h p) (w q) -> b f (h w) (c p q)", p=p, q=p)  # (B, F+I, N, C*p*p)
+        x = self.x_embedder(x)  # (B, F+I, N, D)
         x = x + self.pos_embed.to(x.dtype)
 
         t_freq = self.time_proj(self._timesteps(timestep, B, x.device))  # (B, 256) float32
-        c = self.t_embedder(t_freq.to(self.t_embedder.linear_1.weight.dtype))  # (B, D)
-        if self.y_embedder is not None:
-            c = c + self.y_embedder(self._labels(class_labels, B, x.device), force_drop_ids)
-        elif class_labels is not None:
-            raise ValueError("this model is unconditional (num_classes=0): pass class_labels=None")
+        t = self.t_embedder(t_freq.to(self.t_embedder.linear_1.weight.dtype))  # (B, D)
+        c, c_frames = self._conditioning(t, class_labels, force_drop_ids, num_images, image_labels)
 
         checkpoint = torch.is_grad_enabled() and self.gradient_checkpointing
-        for i, block in enumerate(self.blocks):
-            if i == 1:
-                x = x + self.temp_embed.to(x.dtype)  # before the first temporal block
-            x = self._gradient_checkpointing_func(block, x, c) if checkpoint else block(x, c)
 
-        x = self.final_layer(x, c)  # (B, F, N, p*p*C_out)
+        def run(block: nn.Module, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+            return self._gradient_checkpointing_func(block, h, cond) if checkpoint else block(h, cond)
+
+        for i, block in enumerate(self.blocks):
+            if not block.temporal:
+                x = run(block, x, c_frames)
+                continue
+            video = x[:, :F] + self.temp_embed.to(x.dtype) if i == 1 else x[:, :F]  # before the first temporal block
+            video = run(block, video, c)  # (B, F, N, D): images skip the temporal blocks
+            x = torch.cat([video, x[:, F:]], dim=1) if num_images else video
+
+        x = self.final_layer(x, c_frames)  # (B, F+I, N, p*p*C_out)
         grid = self.config.sample_size // p
-        out = rearrange(x, "b f (h w) (c p q) -> b c f (h p) (w q)", h=grid, p=p, q=p)  # (B, C_out, F, H, W)
+        out = rearrange(x, "b f (h w) (c p q) -> b c f (h p) (w q)", h=grid, p=p, q=p)  # (B, C_out, F+I, H, W)
         return Transformer2DModelOutput(sample=out) if return_dict else (out,)
+
+    def _conditioning(self, t: torch.Tensor, class_labels, force_drop_ids, num_images: int, image_labels):
+        """c (B, D) of the video, and the per-frame conditioning of the spatial blocks: c itself without images,
+        else (B, F + I, D) with each image's own label."""
+        B = t.shape[0]
+        if self.y_embedder is None:
+            if class_labels is not None or image_labels is not None:
+                raise ValueError("this model is unconditional (num_classes=0): pass class_labels=None")
+            return t, (t if not num_images else t[:, None].expand(B, self.config.num_frames + num_images, -1))
+        if force_drop_ids is not None and force_drop_ids.ndim == 2:
+            force_drop_ids, image_drop = force_drop_ids[:, 0], force_drop_ids[:, 1:]
+        else:
+            image_drop = None if force_drop_ids is None else force_drop_ids[:, None].expand(B, num_images)
+        c = t + self.y_embedder(self._labels(class_labels, (B,), t.device), force_drop_ids)  # (B, D)
+        if not num_images:
+            return c, c
+        images = t[:, None] + self.y_embedder(self._labels(image_labels, (B, num_images), t.device), image_drop)
+        return c, torch.cat([c[:, None].expand(B, self.config.num_frames, -1), images], dim=1)  # (B, F + I, D)
 
     @classmethod
     def from_official_checkpoint(cls, path, **overrides) -> "LatteDiT":
@@ -141,13 +168,16 @@ class LatteDiT(ModelMixin, ConfigMixin):
         `num_heads` for a width the presets do not name). Outputs equal the official model's."""
         return load_official(cls, path, **overrides)
 
-    def _check_input(self, x: torch.Tensor) -> None:
+    def _check_input(self, x: torch.Tensor, num_images: int) -> None:
         cfg = self.config
-        expected = (cfg.in_channels, cfg.num_frames, cfg.sample_size, cfg.sample_size)
+        if num_images < 0:
+            raise ValueError(f"num_images must be >= 0, got {num_images}")
+        expected = (cfg.in_channels, cfg.num_frames + num_images, cfg.sample_size, cfg.sample_size)
         if x.ndim != 5 or tuple(x.shape[1:]) != expected:
             raise ValueError(
                 f"expected latents of shape (B, C, F, H, W) = (B, {', '.join(map(str, expected))}) "
-                f"(in_channels, num_frames, sample_size, sample_size), got {tuple(x.shape)}"
+                f"(in_channels, num_frames{' + num_images' if num_images else ''}, sample_size, sample_size), "
+                f"got {tuple(x.shape)}"
             )
 
     @staticmethod
@@ -159,13 +189,13 @@ class LatteDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"timestep must be a scalar or of shape ({batch},), got {tuple(t.shape)}")
         return t
 
-    def _labels(self, class_labels: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+    def _labels(self, class_labels: torch.Tensor | None, shape: tuple, device: torch.device) -> torch.Tensor:
         null = self.config.num_classes
         if class_labels is None:
-            return torch.full((batch,), null, dtype=torch.long, device=device)
-        if class_labels.shape != (batch,) or class_labels.is_floating_point() or class_labels.is_complex():
+            return torch.full(shape, null, dtype=torch.long, device=device)
+        if tuple(class_labels.shape) != shape or class_labels.is_floating_point() or class_labels.is_complex():
             raise ValueError(
-                f"class_labels must be an integer tensor of shape ({batch},), "
+                f"class labels must be an integer tensor of shape {shape}, "
                 f"got {class_labels.dtype} of shape {tuple(class_labels.shape)}"
             )
         if bool(((class_labels < 0) | (class_labels > null)).any()):
