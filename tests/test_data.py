@@ -384,3 +384,8 @@ def test_shipped_configs_that_extend_others_load():
     sky = load_config(DiTTrainConfig, root / "dit" / "latte-xl2-sky.yaml")
     assert (sky.conditional, sky.guidance_scale, sky.data["name"], sky.model.preset) == (
         False, 1.0, "sky", "Latte-XL/2")
+    for name, video in (("latte-xl2-ucf101", None), ("latte-xl2-sky", sky)):  # Latte+IMG: 8 images, batch 4
+        video = video or load_config(DiTTrainConfig, root / "dit" / f"{name}.yaml")
+        joint = load_config(DiTTrainConfig, root / "dit" / f"{name}-img.yaml")
+        assert (joint.num_images, joint.batch_size, video.num_images) == (8, 4, 0)
+        assert {**vars(joint), "num_images": 0, "batch_size": video.batch_size, "output_dir": video.output_dir} == vars(video)

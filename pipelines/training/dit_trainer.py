@@ -27,6 +27,7 @@ from ..data.media import save_grid
 from ..inference.loading import TRAINING_DATA
 from ..inference.pipeline_latte import LatteVideoPipeline
 from .latent_cache import check_cache
+from .joint_images import WithImages
 from .latent_hub import open_latents
 from .loop import Trainer
 from .optim import Part, adamw, lr_scheduler
@@ -63,6 +64,9 @@ class DiTTrainConfig(RunConfig):
     grad_clip: float = 0.1
     grad_clip_start: int = 0  # Latte clips gradients only from this step on
     conditional: bool = True  # False: ignore labels (unconditional model, e.g. SkyTimelapse)
+    # Latte+IMG: this many single images of other clips per sample, trained jointly (spatial blocks only);
+    # Latte's best UCF-101 recipe uses 8. Sampling always makes videos.
+    num_images: int = 0
     sample_latents: bool = True  # draw latents from the cached posterior instead of taking its mean
     guidance_scale: float = 1.0  # the exported pipeline's default for sample.py (UCF-101: 7.0)
     sample_every: int = 1000  # 0: sample videos only at the end
@@ -75,7 +79,7 @@ class DiTTrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("grad_clip_start", "sample_every", "sample_steps"):
+        for key in ("grad_clip_start", "sample_every", "sample_steps", "num_images"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.objective not in OBJECTIVES:
@@ -116,6 +120,8 @@ class DiTTrainer(Trainer):
         self.class_names = latents.manifest["class_names"] if cfg.conditional else []
         self.latent_shape = tuple(latents.manifest["latent_shape"])
         self.training_data = {key: latents.manifest[key] for key in ("data", "source")}
+        if cfg.num_images:  # a per-frame image VAE: every latent frame is an image; a causal one: the first
+            return WithImages(latents, cfg.num_images, any_frame=self.vae.temporal_compression_ratio == 1)
         return latents
 
     def build_parts(self) -> list[Part]:
@@ -136,7 +142,8 @@ class DiTTrainer(Trainer):
 
     def describe(self) -> str:
         return (f"Latte DiT {self.cfg.model.preset}: {super().describe()} (cached latents {self.latent_shape}), "
-                f"{self.num_classes or 'no'} classes")
+                f"{self.num_classes or 'no'} classes" + (f", {self.cfg.num_images} images per video (Latte+IMG)"
+                                                         if self.cfg.num_images else ""))
 
     def micro_step(self, batch: dict, generator: torch.Generator) -> dict:
         acc, dit = self.accelerator, self.parts[0].model
@@ -146,12 +153,17 @@ class DiTTrainer(Trainer):
         x0 = self.vae.normalize_latents(z)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         xt, t = self.objective.noisy(x0, noise, generator)
-        labels = drop = None
+        labels = drop = image_labels = None
+        images = self.cfg.num_images
         if self.num_classes:
             labels = batch["label"].to(x0.device)
-            drop = (torch.rand(x0.shape[0], generator=generator) < self.cfg.model.class_dropout_prob).long()
+            # (B,) without images (as before they existed), else (B, 1 + I): the video's label, then each image's
+            shape = (x0.shape[0], 1 + images) if images else (x0.shape[0],)
+            drop = (torch.rand(shape, generator=generator) < self.cfg.model.class_dropout_prob).long()
+            image_labels = batch["image_labels"].to(x0.device) if images else None
         with acc.autocast():
-            out = dit(xt, t, class_labels=labels, force_drop_ids=drop).sample  # (B, 2C or C, F, h, w)
+            out = dit(xt, t, class_labels=labels, force_drop_ids=drop, num_images=images,
+                      image_labels=image_labels).sample  # (B, 2C or C, F + I, h, w)
         losses = self.objective.loss(out.float(), x0, noise, t)
         loss = losses.pop("loss")
         acc.backward(loss)
