@@ -132,3 +132,20 @@ def test_a_tiny_joint_model_overfits_a_clip_and_its_images():
         after = mse(eval_noise, eval_t)["mse"]
     assert after.mean() < 0.3 * before.mean()
     assert (after[4:] < 0.05).all()
+
+
+def test_a_samples_images_drop_their_labels_together_as_the_official_code_does(cache, tmp_path, monkeypatch):
+    from dit import LatteDiT
+
+    seen = []
+    forward = LatteDiT.forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["force_drop_ids"])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LatteDiT, "forward", spy)
+    run(cache, tmp_path / "run", "max_steps=6", "num_images=3", "model.class_dropout_prob=0.5")
+    drops = torch.cat(seen)  # (steps x B, 1 + 3)
+    assert drops.shape == (24, 4) and (drops[:, 1:] == drops[:, 1:2]).all()
+    assert 0 < drops[:, 0].sum() < 24 and 0 < drops[:, 1].sum() < 24 and (drops[:, 0] != drops[:, 1]).any()

@@ -106,3 +106,18 @@ def test_assembly_checks_what_it_joins(tmp_path, capsys):
             assemble_pipeline.main([*common, *extra])
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert exit_info.value.code == 2 and last.startswith("assemble_pipeline.py: error: ") and message in last
+
+
+@pytest.mark.parametrize("name,heads", [("ucf", {}), ("sky", {"num_heads": 4})])
+def test_released_latte_img_gives_the_official_joint_outputs(name, heads, tmp_path):
+    """Latte+IMG checkpoints (the official `LatteIMG`, tests/data/make_latteimg_golden.py) load as the video-only
+    ones do, and a video with images gives the official joint forward's output."""
+    args, state, t = read_golden(f"latteimg_golden_{name}", "args")
+    torch.save({"ema": state}, tmp_path / f"{name}-img.pt")
+    model = LatteDiT.from_official_checkpoint(tmp_path / f"{name}-img.pt", **heads)
+    assert model.config.num_frames == args["num_frames"]
+    images = t["x"].shape[1] - args["num_frames"]
+    x = t["x"].transpose(1, 2)  # official (B, F + I, C, H, W) -> ours (B, C, F + I, H, W)
+    with torch.no_grad():
+        out = model(x, t["t"], class_labels=t.get("y"), num_images=images, image_labels=t.get("y_image")).sample
+    assert (out.transpose(1, 2) - t["out"]).abs().max() <= 1e-5

@@ -157,9 +157,11 @@ class DiTTrainer(Trainer):
         images = self.cfg.num_images
         if self.num_classes:
             labels = batch["label"].to(x0.device)
-            # (B,) without images (as before they existed), else (B, 1 + I): the video's label, then each image's
-            shape = (x0.shape[0], 1 + images) if images else (x0.shape[0],)
-            drop = (torch.rand(shape, generator=generator) < self.cfg.model.class_dropout_prob).long()
+            if images:  # as the official code: one draw for the video's label, one for all of its images' labels
+                drop = (torch.rand(x0.shape[0], 2, generator=generator) < self.cfg.model.class_dropout_prob).long()
+                drop = torch.cat([drop[:, :1], drop[:, 1:].expand(-1, images)], dim=1)  # (B, 1 + I)
+            else:
+                drop = (torch.rand(x0.shape[0], generator=generator) < self.cfg.model.class_dropout_prob).long()
             image_labels = batch["image_labels"].to(x0.device) if images else None
         with acc.autocast():
             out = dit(xt, t, class_labels=labels, force_drop_ids=drop, num_images=images,
