@@ -38,6 +38,23 @@ def fresh_accelerate_state():
     reset_accelerate_state()
 
 
+def killed_after_first_checkpoint(monkeypatch, run_once) -> None:
+    """Call `run_once()` (a training run) and kill it right after it writes its first checkpoint, as a job
+    stopped mid-run would be; later runs save checkpoints normally again."""
+    from pipelines.training.checkpoints import Checkpoints
+
+    save = Checkpoints.save
+
+    def save_then_crash(self, accelerator, step, state):
+        save(self, accelerator, step, state)
+        raise KeyboardInterrupt(f"simulated kill after step {step}")
+
+    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_once()
+    monkeypatch.setattr(Checkpoints, "save", save)
+
+
 @pytest.fixture
 def overfit_real_clip(test_data_dir):
     """A function: train a VAE 100 Adam steps (lr 3e-3, L1) on 9 frames of carphone.mp4 at 32x32 and return its

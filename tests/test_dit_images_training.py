@@ -8,11 +8,10 @@ from safetensors.torch import load_file
 import train_dit
 from dit import diffusion_loss, training_scheduler
 from pipelines import LatteVideoPipeline
-from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.joint_images import WithImages
 from pipelines.training.latent_cache import LatentDataset
 from pipelines.training.latent_cache import main as cache_main
-from tests.conftest import reset_accelerate_state
+from tests.conftest import killed_after_first_checkpoint, reset_accelerate_state
 from vae import build_autoencoder
 
 from test_dit import C, F, S, tiny
@@ -80,16 +79,7 @@ def test_a_joint_run_resumes_exactly_and_exports_a_video_pipeline(cache, tmp_pat
     common = ["max_steps=4", "checkpoint_every=2", "num_images=3", f"objective={objective}", "log_every=1"]
     summary = run(cache, tmp_path / "straight", *common)
     assert summary["step"] == 4
-    save = Checkpoints.save
-
-    def save_then_crash(self, accelerator, step, state):
-        save(self, accelerator, step, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run(cache, tmp_path / "resumed", *common)
-    monkeypatch.setattr(Checkpoints, "save", save)
+    killed_after_first_checkpoint(monkeypatch, lambda: run(cache, tmp_path / "resumed", *common))
     assert run(cache, tmp_path / "resumed", *common, "resume=latest")["steps_this_run"] == 2
     name = "dit/diffusion_pytorch_model.safetensors"
     a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)

@@ -19,10 +19,9 @@ from dit import LatteDiT, scheduler_name
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
 from pipelines.inference.loading import load_pipeline, training_data
-from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.latent_cache import LatentDataset
 from pipelines.training.latent_cache import main as cache_main
-from tests.conftest import reset_accelerate_state
+from tests.conftest import killed_after_first_checkpoint, reset_accelerate_state
 from vae import PerFrameVAE, build_autoencoder, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,16 +86,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(cache, tmp_path, monkeypat
     common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "ema_decay=0.9", "log_every=2",
               f"objective={objective}"]
     run(*tiny(cache, tmp_path / "straight"), *common)
-    save = Checkpoints.save
-
-    def save_then_crash(self, accelerator, step, state):
-        save(self, accelerator, step, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run(*tiny(cache, tmp_path / "resumed"), *common)
-    monkeypatch.setattr(Checkpoints, "save", save)
+    killed_after_first_checkpoint(monkeypatch, lambda: run(*tiny(cache, tmp_path / "resumed"), *common))
     assert run(*tiny(cache, tmp_path / "resumed"), *common, "resume=latest")["steps_this_run"] == 3
     for name in ("dit/diffusion_pytorch_model.safetensors", "checkpoints/step_00000006/model.safetensors"):
         a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)

@@ -19,9 +19,8 @@ from pipelines.common.cli import parse_cli
 from pipelines.common.errors import ConfigError
 from pipelines.data import build_dataset
 from pipelines.evaluation.reconstruction import video_psnr, video_ssim
-from pipelines.training.checkpoints import Checkpoints
 from pipelines.training.vae_trainer import DEFAULT_CONFIG, VAETrainConfig, build_datasets
-from tests.conftest import reset_accelerate_state
+from tests.conftest import killed_after_first_checkpoint, reset_accelerate_state
 from vae import VAE_PRESETS, load_autoencoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -143,16 +142,7 @@ def _assert_same_state(a: Path, b: Path) -> None:
 
 def crash_then_resume(tmp_path: Path, monkeypatch, name: str, *overrides: str) -> dict:
     """Run until the first checkpoint is written, kill the run there, resume it: the resumed run's summary."""
-    save = Checkpoints.save
-
-    def save_then_crash(self, accelerator, step, state):
-        save(self, accelerator, step, state)
-        raise KeyboardInterrupt(f"simulated kill after step {step}")
-
-    monkeypatch.setattr(Checkpoints, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path, name, *overrides)
-    monkeypatch.setattr(Checkpoints, "save", save)
+    killed_after_first_checkpoint(monkeypatch, lambda: run(tmp_path, name, *overrides))
     return run(tmp_path, name, *overrides, "--resume", "latest")
 
 
