@@ -110,7 +110,7 @@ def test_assembly_checks_what_it_joins(tmp_path, capsys):
 
 @pytest.mark.parametrize("name,heads", [("ucf", {}), ("sky", {"num_heads": 4})])
 def test_released_latte_img_gives_the_official_joint_outputs(name, heads, tmp_path):
-    """Latte+IMG checkpoints (the official `LatteIMG`, tests/data/make_latteimg_golden.py) load as the video-only
+    """Latte+IMG checkpoints (the official `LatteIMG`, tests/data/make_latte_golden.py) load as the video-only
     ones do, and a video with images gives the official joint forward's output."""
     args, state, t = read_golden(f"latteimg_golden_{name}", "args")
     torch.save({"ema": state}, tmp_path / f"{name}-img.pt")
