@@ -5,14 +5,16 @@ synthetic data set.
     nice python bench/vae_compare.py                         # 2 minutes of VAE training each, the default DiT
     python bench/vae_compare.py --vae-minutes 3 --models lean wfvae
     python bench/vae_compare.py dit:max_steps=1000           # any train_dit.py override (prefix dit:)
+    python bench/vae_compare.py --models lean --vae /models/Wan2.1-T2V-1.3B-Diffusers/vae  # a VAE you bring
 
 For each VAE: train it for `--vae-minutes` (its steps/s measured first on 10 steps, the steps set to fill the
 budget, so its learning-rate schedule still ends at the end), reconstruct the held-out real clips of
 `bench/vae_recon.py` (PSNR, SSIM against the 4x8x8 block-mean baseline), time encode and decode of 4 clips,
 cache the latents, train the default DiT (configs/dit/default.yaml: the same steps for every VAE, on the
 same latent grid), sample 256 videos and score them (class accuracy with the project's classifier,
-trained once and shared; FVD with its floor and each VAE's ceiling). Prints one markdown table, like Table 2
-of the WF-VAE paper. Run folders are `<output-dir>/<model>` (train.sh's layout), so `sample.py --run` works.
+trained once and shared; FVD with its floor and each VAE's ceiling). A `--vae` folder (a trained or imported VAE,
+e.g. a diffusers Wan, CogVideoX, HunyuanVideo or LTX-Video VAE) skips the training and gets the rest. Prints one
+markdown table, like Table 2 of the WF-VAE paper. Run folders are `<output-dir>/<model>` (train.sh's layout), so `sample.py --run` works.
 """
 
 from __future__ import annotations
@@ -76,12 +78,12 @@ def reconstruction_and_speed(vae_dir: Path) -> dict:
             "encode": times["encode"], "decode": times["decode"]}
 
 
-def generate_and_score(layout: RunLayout, classifier: Path, dit_overrides: list[str]) -> dict:
-    """Cache, train the default DiT, evaluate; returns the scores and the DiT's minutes."""
+def generate_and_score(layout: RunLayout, vae: Path, classifier: Path, dit_overrides: list[str]) -> dict:
+    """Cache with `vae`, train the default DiT, evaluate; returns the scores and the DiT's minutes."""
     if not layout.manifest.is_file():
-        run("cache_latents.py", f"vae={layout.vae}", f"output_dir={layout.latents}")
+        run("cache_latents.py", f"vae={vae}", f"output_dir={layout.latents}")
     if not (layout.pipeline / "model_index.json").is_file():
-        run("train_dit.py", f"output_dir={layout.dit_run.root}", f"vae={layout.vae}", f"cache_dir={layout.latents}",
+        run("train_dit.py", f"output_dir={layout.dit_run.root}", f"vae={vae}", f"cache_dir={layout.latents}",
             "report_to=none", *dit_overrides)
     if not layout.classifier.exists():
         layout.classifier_run.root.mkdir(parents=True, exist_ok=True)
@@ -106,7 +108,9 @@ def shared_classifier(out: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--models", nargs="*", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--vae", nargs="*", type=Path, default=[], help="trained or imported VAE folders to put "
+                        "beside them (not trained here; the row is named after the folder)")
     parser.add_argument("--vae-minutes", type=float, default=2.0, help="VAE training budget per model")
     parser.add_argument("--output-dir", type=Path, default=Path("runs/vae_compare"))
     parser.add_argument("dit", nargs="*", help="train_dit.py overrides as dit:key=value")
@@ -118,15 +122,19 @@ def main() -> None:
     for model in args.models:
         layout = RunLayout(out / model)
         steps, seconds = train_vae_for(model, layout, args.vae_minutes)
-        rows[model] = {"steps": steps, "minutes": seconds / 60, **reconstruction_and_speed(layout.vae),
-                       **generate_and_score(layout, classifier, dit_overrides)}
+        rows[model] = {"trained": f"{steps} ({seconds / 60:.1f})", **reconstruction_and_speed(layout.vae),
+                       **generate_and_score(layout, layout.vae, classifier, dit_overrides)}
+    for folder in args.vae:
+        name = folder.resolve().name if folder.name != "vae" else folder.resolve().parent.name
+        rows[name] = {"trained": "brought", **reconstruction_and_speed(folder),
+                      **generate_and_score(RunLayout(out / name), folder.resolve(), classifier, dit_overrides)}
     print(f"\n{len(CLIPS)} real videos' 17-frame 64x64 clips for reconstruction; 256 generated videos (16 per class) "
           f"for class accuracy and FVD; VAE budget {args.vae_minutes} min each\n")
     print("| VAE | params (M) | VAE steps (min) | PSNR / SSIM (real clips) | baseline PSNR | encode / decode 4 clips (s) "
           "| DiT (min) | class accuracy | FVD (floor / ceiling) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for model, r in rows.items():
-        print(f"| {model} | {r['params']:.2f} | {r['steps']} ({r['minutes']:.1f}) | {r['psnr']:.2f} / {r['ssim']:.4f} | "
+        print(f"| {model} | {r['params']:.2f} | {r['trained']} | {r['psnr']:.2f} / {r['ssim']:.4f} | "
               f"{r['base_psnr']:.2f} | {r['encode']:.2f} / {r['decode']:.2f} | {r['dit_minutes']:.1f} | {r['accuracy']:.1%} | "
               f"{r['fvd']:.1f} ({r['floor']:.1f} / {r['ceiling']:.1f}) |")
 

@@ -6,6 +6,8 @@
         --stream-frames 33 65 129                  # WF-VAE vs the official code (a checkout of PKU-YuanGroup/WF-VAE)
     python bench/vae_speed.py --model ivvae-z16 --frames 33 --skip-wan --official /tmp/ivvae --also lean-4ch \
         --stream-frames 33 65 129                  # IV-VAE vs the official code (a checkout of ali-vilab/iv-vae)
+    python bench/vae_speed.py --model AutoencoderKLLTXVideo --skip-wan  # a diffusers video VAE at its released
+                                                   # size (random weights), or --model <a diffusers VAE folder>
 
 Prints parameters, multiply-accumulates (torch's FlopCounterMode), encode / decode seconds (median of --repeats)
 and peak memory for the model (--model, a preset; random weights unless --vae) in float32 and in bfloat16 (weights
@@ -39,7 +41,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipelines.data import probe, read_frames
 from pipelines.data.clips import frames_to_tensor
 from pipelines.training.monitor import matmul_flops_per_second
-from vae import build_autoencoder, load_autoencoder
+from vae import DiffusersVideoVAE, build_autoencoder, load_autoencoder
+from vae.diffusers_video import VIDEO_VAES
 
 CLIP = Path(__file__).resolve().parents[1] / "tests" / "data" / "carphone.mp4"
 OFFICIAL_KEYS = ("latent_dim", "base_channels", "encoder_num_resblocks", "encoder_energy_flow_hidden_size",
@@ -125,6 +128,10 @@ def build(kind: str, args, device: torch.device) -> torch.nn.Module:
     if args.vae and kind == args.model:
         return load_autoencoder(args.vae).to(device).eval()
     torch.manual_seed(0)
+    if kind in VIDEO_VAES:  # its default config is the released model's size
+        return DiffusersVideoVAE.from_diffusers(VIDEO_VAES[kind]()).to(device).eval()
+    if Path(kind).is_dir():
+        return load_autoencoder(kind).to(device).eval()
     return build_autoencoder(kind).to(device).eval()
 
 
@@ -236,7 +243,9 @@ def print_rows(rows: list[dict], peak_gflops: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="lean-4ch", help="the preset to measure")
+    parser.add_argument("--model", default="lean-4ch", help="the model to measure: a preset of ours, a diffusers "
+                        f"video VAE class at its released size with random weights ({', '.join(VIDEO_VAES)}), or "
+                        "a VAE folder load_autoencoder reads")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--repeats", type=int, default=3)

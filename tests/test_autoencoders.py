@@ -218,7 +218,8 @@ def test_build_and_load_errors_name_what_is_valid(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_autoencoder(tmp_path)
     (tmp_path / "config.json").write_text('{"_class_name": "UNet2DModel"}')
-    with pytest.raises(ValueError, match="LeanVAE, WFVAE, IVVAE, IVImageVAE, PerFrameVAE, WFVAEModel, AutoencoderKL"):
+    with pytest.raises(ValueError, match="PerFrameVAE, DiffusersVideoVAE, WFVAEModel, AutoencoderKL, AutoencoderKLWan, "
+                                         "AutoencoderKLCogVideoX, AutoencoderKLHunyuanVideo, AutoencoderKLLTXVideo"):
         load_autoencoder(tmp_path)
 
 

@@ -1,16 +1,18 @@
-"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, WF-VAE, IV-VAE, and any diffusers image VAE per
-frame.
+"""Video VAEs behind one contract (`VideoAutoencoder`): LeanVAE, WF-VAE, IV-VAE, any diffusers image VAE per
+frame, and diffusers' Wan, CogVideoX, HunyuanVideo and LTX-Video VAEs.
 
 Shared parts live here (causal cache, Haar wavelets, posterior, losses, discriminator, LPIPS); each model has
 its own subpackage. Build a preset with `build_autoencoder`, load any saved one with `load_autoencoder`.
 """
 
-from .autoencoder import AutoencoderOutput, VideoAutoencoder, channel_statistics
+from .autoencoder import AutoencoderOutput, VideoAutoencoder, channel_statistics, model_name
+from .diffusers_video import DiffusersVideoVAE
 from .ivvae import IVVAE, IVImageVAE
 from .leanvae import LeanVAE
 from .per_frame import PerFrameVAE
 from .posterior import DiagonalGaussian
-from .registry import BUNDLED_MODELS, VAE_PRESETS, VAEPreset, build_autoencoder, get_preset, load_autoencoder
+from .registry import (BUNDLED_MODELS, VAE_PRESETS, VAEPreset, build_autoencoder, get_preset, load_autoencoder,
+                       vae_folder)
 from .wfvae import WFVAE
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "VAE_PRESETS",
     "AutoencoderOutput",
     "DiagonalGaussian",
+    "DiffusersVideoVAE",
     "IVImageVAE",
     "IVVAE",
     "LeanVAE",
@@ -29,4 +32,6 @@ __all__ = [
     "channel_statistics",
     "get_preset",
     "load_autoencoder",
+    "model_name",
+    "vae_folder",
 ]

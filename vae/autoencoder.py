@@ -16,6 +16,7 @@ or one scalar; the diffusion model sees `(z - mean) / std`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
@@ -35,6 +36,23 @@ from .posterior import DiagonalGaussian
 class AutoencoderOutput(BaseOutput):
     sample: torch.Tensor
     latent_dist: DiagonalGaussian
+
+
+class frame_rule:
+    """A method bound to the class when called on it (`LeanVAE.check_num_frames(17)`, before a model exists) and to
+    the instance when called on one, whose ratios may come from its config (a wrapped diffusers VAE)."""
+
+    def __init__(self, method):
+        self.method = method
+        functools.update_wrapper(self, method)
+
+    def __get__(self, instance, owner):
+        return functools.partial(self.method, owner if instance is None else instance)
+
+
+def model_name(model) -> str:
+    """What errors call a model (or model class): its class, or for a wrapper the class it wraps."""
+    return getattr(model, "wrapped_class", None) or (model if isinstance(model, type) else type(model)).__name__
 
 
 def check_chunk_size(chunk_size) -> int:
@@ -90,29 +108,33 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         return self
 
     # ------------------------------------------------------------------ frame and size rules
-    @classmethod
-    def check_num_frames(cls, num_frames: int) -> int:
+    # Valid videos have 1 + frame_step k frames; None: the temporal ratio (a model that needs an even number of
+    # groups, as CogVideoX's decoder does, sets twice it).
+    frame_step: Optional[int] = None
+
+    @frame_rule
+    def check_num_frames(self, num_frames: int) -> int:
         """`num_frames` if this model can code it (1 + r k frames), else a ValueError naming the nearest valid."""
-        r = cls.temporal_compression_ratio
+        r = self.frame_step or self.temporal_compression_ratio
         if num_frames >= 1 and (num_frames - 1) % r == 0:
             return num_frames
         below = 1 + r * (max(num_frames - 1, 0) // r)
         valid = ", ".join(str(1 + i * r) for i in range(5))
-        raise ValueError(f"{cls.__name__} needs 1 + {r}k frames ({valid}, ...): the first frame is coded alone, the "
-                         f"rest in groups of {r}. Got {num_frames} frames; use {below} or {below + r}.")
+        raise ValueError(f"{model_name(self)} needs 1 + {r}k frames ({valid}, ...): the first frame is coded alone, "
+                         f"the rest in groups of {r}. Got {num_frames} frames; use {below} or {below + r}.")
 
     def check_frame_size(self, height: int, width: int) -> None:
         s = self.spatial_compression_ratio
         if height % s or width % s:
-            raise ValueError(f"{type(self).__name__} needs height and width divisible by {s}, got {height}x{width}")
+            raise ValueError(f"{model_name(self)} needs height and width divisible by {s}, got {height}x{width}")
 
-    @classmethod
-    def latent_num_frames(cls, num_frames: int) -> int:
-        return 1 + (cls.check_num_frames(num_frames) - 1) // cls.temporal_compression_ratio
+    @frame_rule
+    def latent_num_frames(self, num_frames: int) -> int:
+        return 1 + (self.check_num_frames(num_frames) - 1) // self.temporal_compression_ratio
 
-    @classmethod
-    def video_num_frames(cls, latent_frames: int) -> int:
-        return 1 + cls.temporal_compression_ratio * (latent_frames - 1)
+    @frame_rule
+    def video_num_frames(self, latent_frames: int) -> int:
+        return 1 + self.temporal_compression_ratio * (latent_frames - 1)
 
     # ------------------------------------------------------------------ latent normalisation
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -142,6 +164,11 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         chunk = check_chunk_size(chunk_size) if chunk_size is not None else self.default_chunk_size
         return chunk or max(latent_frames, 1)
 
+    def _chunks(self, latent_frames: int, chunk: int, decoding: bool) -> list[tuple[int, int]]:
+        """The (start, stop) latent-frame ranges coded one after the other: `chunk` at a time. A model whose
+        output depends on how it is chunked (some diffusers VAEs) overrides this with the only chunking it has."""
+        return [(start, min(start + chunk, latent_frames)) for start in range(0, latent_frames, chunk)]
+
     # ------------------------------------------------------------------ the public API
     @apply_forward_hook
     def encode(self, x: torch.Tensor, chunk_size: Optional[int] = None, return_dict: bool = True):
@@ -153,11 +180,10 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         video, is_image = self._as_video(x)
         r = self.temporal_compression_ratio
         latent_frames = self.latent_num_frames(video.shape[2])
-        chunk = self._chunk(chunk_size, latent_frames)
-        cache = {} if chunk < latent_frames else None  # one chunk: plain start padding, nothing to carry
+        chunks = self._chunks(latent_frames, self._chunk(chunk_size, latent_frames), decoding=False)
+        cache = {} if len(chunks) > 1 else None  # one chunk: plain start padding, nothing to carry
         params = []
-        for start in range(0, latent_frames, chunk):
-            stop = min(start + chunk, latent_frames)
+        for start, stop in chunks:
             first_frame = 0 if start == 0 else 1 + r * (start - 1)
             params.append(self._encode_chunk(video[:, :, first_frame : 1 + r * (stop - 1)], cache, start == 0))
         params = torch.cat(params, dim=2).contiguous()  # (B, 2d, T', h, w)
@@ -170,13 +196,12 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         Memory is set by `chunk_size` (latent frames per step), not by the video's length, so a long video can be
         streamed to disk. Concatenated, the pieces equal `decode(z).sample` exactly.
         """
-        chunk = check_chunk_size(chunk_size)
         self._check_latents(z, video=True)
         latent_frames = z.shape[2]
-        cache = {} if chunk < latent_frames else None
-        for start in range(0, latent_frames, chunk):
-            piece = self._decode_chunk(z[:, :, start : start + chunk], cache, start == 0,
-                                       start + chunk >= latent_frames)
+        chunks = self._chunks(latent_frames, check_chunk_size(chunk_size), decoding=True)
+        cache = {} if len(chunks) > 1 else None
+        for start, stop in chunks:
+            piece = self._decode_chunk(z[:, :, start:stop], cache, start == 0, stop == latent_frames)
             if piece.shape[2]:
                 yield piece
 
@@ -204,7 +229,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
     def _as_video(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
         """Validate input pixels; images become 1-frame videos. Returns (B, 3, T, H, W) and whether x was 4-D."""
         if x.ndim not in (4, 5) or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__}.encode expects a video (B, 3, T, H, W) or images (B, 3, H, W) "
+            raise ValueError(f"{model_name(self)}.encode expects a video (B, 3, T, H, W) or images (B, 3, H, W) "
                              f"with values in [-1, 1], got shape {tuple(x.shape)}")
         video = x.unsqueeze(2) if x.ndim == 4 else x
         self.check_num_frames(video.shape[2])
@@ -215,7 +240,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         """Raise unless z is (B, d, T', h, w) (or, unless `video`, (B, d, h, w)); returns whether it is 4-D."""
         d = self.latent_channels
         if z.ndim not in ((5,) if video else (4, 5)) or z.shape[1] != d:
-            raise ValueError(f"{type(self).__name__}.decode expects latents (B, {d}, T', h, w) (or (B, {d}, h, w) "
+            raise ValueError(f"{model_name(self)}.decode expects latents (B, {d}, T', h, w) (or (B, {d}, h, w) "
                              f"for images), got shape {tuple(z.shape)}")
         return z.ndim == 4
 

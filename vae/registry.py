@@ -4,6 +4,8 @@
     vae = build_autoencoder("lean-small", latent_channels=8)
     vae = load_autoencoder("runs/default/vae/vae")      # any saved bundled VAE, by the _class_name in config.json
     vae = load_autoencoder("stabilityai/sd-vae-ft-ema") # a diffusers AutoencoderKL folder: a per-frame video VAE
+    vae = load_autoencoder("/models/Wan2.1-T2V-1.3B-Diffusers")  # a diffusers video VAE (Wan, CogVideoX, Hunyuan,
+                                                                 # LTX), or the pipeline folder holding it in vae/
 
 Adding a VAE: a package under `vae/` whose model subclasses `VideoAutoencoder`, its class in `BUNDLED_MODELS`
 and its presets in `VAE_PRESETS`.
@@ -20,6 +22,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL
 
 from .autoencoder import VideoAutoencoder
+from .diffusers_video import VIDEO_VAES, DiffusersVideoVAE
 from .ivvae import IVVAE, IVVAE_IMAGE_PRESETS, IVVAE_PRESETS, IVImageVAE
 from .leanvae import LEANVAE_PRESETS, LeanVAE
 from .per_frame import PerFrameVAE
@@ -27,7 +30,7 @@ from .wfvae import WFVAE, WFVAE_PRESETS
 from .wfvae.official import OFFICIAL_CLASS as OFFICIAL_WFVAE
 
 BUNDLED_MODELS: dict[str, type[VideoAutoencoder]] = {cls.__name__: cls for cls in (LeanVAE, WFVAE, IVVAE, IVImageVAE,
-                                                                                   PerFrameVAE)}
+                                                                                   PerFrameVAE, DiffusersVideoVAE)}
 IMAGE_VAES = {"AutoencoderKL": AutoencoderKL}
 
 
@@ -77,24 +80,27 @@ def build_autoencoder(preset: str, **overrides) -> VideoAutoencoder:
     return get_preset(preset).build(**overrides)
 
 
-def _config_path(path: Path) -> Path:
-    if path.is_file():  # a checkpoint file beside its config (the released WF-VAE .ckpt)
-        path = path.parent
-    for candidate in (path / "config.json", path / "vae" / "config.json"):  # a VAE folder, or a pipeline's
-        if candidate.is_file():
+def vae_folder(path: str | Path) -> Path:
+    """The folder holding a VAE's config.json: `path` itself, the folder of a checkpoint file beside its config
+    (the released WF-VAE .ckpt), or a pipeline folder's `vae/`."""
+    path = Path(path)
+    path = path.parent if path.is_file() else path
+    for candidate in (path, path / "vae"):
+        if (candidate / "config.json").is_file():
             return candidate
     raise FileNotFoundError(f"no VAE at {path}: expected a folder with config.json (written by save_pretrained)")
 
 
 def load_autoencoder(path: str | Path) -> VideoAutoencoder:
     """Load a saved VAE folder: a bundled model by its `_class_name`, the released WF-VAE (a `WFVAEModel` folder
-    or a `.ckpt` beside its config), a released LeanVAE `.ckpt` (no config beside it), a released IV-VAE `.pth`, or an image `AutoencoderKL` wrapped as a per-frame
-    video VAE (temporal ratio 1, latent normalisation from its scaling and shift factors)."""
+    or a `.ckpt` beside its config), a released LeanVAE `.ckpt` (no config beside it), a released IV-VAE `.pth`, an
+    image `AutoencoderKL` wrapped as a per-frame video VAE (temporal ratio 1, latent normalisation from its scaling
+    and shift factors), or a diffusers video VAE (`vae/diffusers_video.py`) wrapped as it is."""
     if Path(path).suffix == ".pth":
         return IVVAE.from_official_checkpoint(path)
     if Path(path).suffix == ".ckpt" and not (Path(path).parent / "config.json").is_file():
         return LeanVAE.from_official_checkpoint(path)  # a WF-VAE .ckpt sits beside its config.json
-    config_path = _config_path(Path(path))
+    config_path = vae_folder(path) / "config.json"
     name = json.loads(config_path.read_text()).get("_class_name")
     if name in BUNDLED_MODELS:
         return BUNDLED_MODELS[name].from_pretrained(config_path.parent)
@@ -102,5 +108,7 @@ def load_autoencoder(path: str | Path) -> VideoAutoencoder:
         return WFVAE.from_official_checkpoint(path)
     if name in IMAGE_VAES:
         return PerFrameVAE.from_image_vae(IMAGE_VAES[name].from_pretrained(config_path.parent))
+    if name in VIDEO_VAES:
+        return DiffusersVideoVAE.from_diffusers(VIDEO_VAES[name].from_pretrained(config_path.parent))
     raise ValueError(f"{config_path} describes a {name!r}; the loadable VAEs are "
-                     f"{', '.join([*BUNDLED_MODELS, OFFICIAL_WFVAE, *IMAGE_VAES])}")
+                     f"{', '.join([*BUNDLED_MODELS, OFFICIAL_WFVAE, *IMAGE_VAES, *VIDEO_VAES])}")

@@ -32,7 +32,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from vae import VideoAutoencoder, load_autoencoder
+from vae import VideoAutoencoder, load_autoencoder, model_name, vae_folder
 
 from ..common.cli import parse_cli
 from ..common.config import to_dict
@@ -68,6 +68,8 @@ def weights_sha256(vae_dir: str | Path) -> str:
     .ckpt): the identity a cache is checked against."""
     digest = hashlib.sha256()
     path = Path(vae_dir)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "vae").is_dir():
+        path = vae_folder(path)  # a diffusers pipeline folder: its VAE's weights, not the whole pipeline's
     files = [path] if path.is_file() else sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not files:
         raise MissingFileError(f"no VAE weights (*.safetensors) in {vae_dir}: expected a save_pretrained folder "
@@ -206,7 +208,7 @@ def _write_manifest(cfg: LatentCacheConfig, vae: VideoAutoencoder, vae_hash: str
     metadata = [_shard_metadata(path) for path in paths]
     clips, failed = sum(int(m["clips"]) for m in metadata), sum((json.loads(m["read_failures"]) for m in metadata), [])
     write_json(out / MANIFEST, {
-        "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": type(vae).__name__,
+        "vae": {"path": str(Path(cfg.vae).resolve()), "sha256": vae_hash, "class": model_name(vae),
                 "config": dict(vae.config)},
         "source": {"root": str(Path(cfg.data.root).resolve()) if cfg.data.root else "", "path": cfg.data.path},
         "identity": identity, "cache_sha256": identity_sha256(identity),
