@@ -19,7 +19,7 @@ from pipelines.training import accelerator as setup
 from pipelines.training.accelerator import deepspeed_safe_parameters, setup_accelerator, state_checksum
 from pipelines.training.batches import EpochSeededDataset, endless_batches
 from pipelines.training.checkpoints import Checkpoints, NonFiniteState
-from pipelines.training.monitor import RunningMeans
+from pipelines.training.monitor import RunningMeans, count_flops
 from pipelines.training.optim import adamw, clip_grad_norm, lr_scheduler
 from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
 from pipelines.training.run_folder import RunRecord, checkpoint_folders, claim_run_folder
@@ -178,6 +178,22 @@ def test_toy_trainer_learns_and_reports(tmp_path):
     assert logs["loss/total"] < 1e-4 and logs["lr/model"] == 0.2 and logs["grad_norm/model"] >= 0
     assert logs["perf/tflops"] > 0 and 0 < logs["perf/mfu"] < 10 and logs["train/clips_per_s"] > 0
     assert (tmp_path / "learn" / "train_summary.json").is_file() and (tmp_path / "learn" / "config.yaml").is_file()
+
+
+def test_flop_count_matches_a_hand_count(tmp_path):
+    """MFU's numerator, counted by hand: a multiply-add is 2 FLOPs, a layer's backward costs its forward once for
+    the weight gradient and once more for the input gradient unless its input is data."""
+    torch.manual_seed(0)
+    conv, head = torch.nn.Conv3d(3, 8, 3, padding=1), torch.nn.Linear(8, 5)
+    x = torch.randn(2, 3, 5, 8, 8)
+    conv_macs = (2 * 5 * 8 * 8) * 8 * (3 * 27)  # output positions x output channels x (input channels x kernel)
+    head_macs = 2 * 8 * 5
+    _, flops = count_flops(lambda: head(conv(x).mean((2, 3, 4))).sum().backward())
+    assert flops == 2 * (2 * conv_macs + 3 * head_macs)
+    reset_accelerate_state()
+    trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path / "count"), max_steps=1, batch_size=4))
+    trainer.run()
+    assert trainer.throughput.flops_per_micro_step == 2 * (2 * 4 * 3)  # Linear(3, 1) on 4 points: forward, weights
 
 
 def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):
