@@ -164,7 +164,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         chunk = check_chunk_size(chunk_size) if chunk_size is not None else self.default_chunk_size
         return chunk or max(latent_frames, 1)
 
-    def _chunks(self, latent_frames: int, chunk: int, decoding: bool) -> list[tuple[int, int]]:
+    def _chunks(self, latent_frames: int, chunk: int) -> list[tuple[int, int]]:
         """The (start, stop) latent-frame ranges coded one after the other: `chunk` at a time. A model whose
         output depends on how it is chunked (some diffusers VAEs) overrides this with the only chunking it has."""
         return [(start, min(start + chunk, latent_frames)) for start in range(0, latent_frames, chunk)]
@@ -180,7 +180,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         video, is_image = self._as_video(x)
         r = self.temporal_compression_ratio
         latent_frames = self.latent_num_frames(video.shape[2])
-        chunks = self._chunks(latent_frames, self._chunk(chunk_size, latent_frames), decoding=False)
+        chunks = self._chunks(latent_frames, self._chunk(chunk_size, latent_frames))
         cache = {} if len(chunks) > 1 else None  # one chunk: plain start padding, nothing to carry
         params = []
         for start, stop in chunks:
@@ -198,7 +198,7 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         """
         self._check_latents(z, video=True)
         latent_frames = z.shape[2]
-        chunks = self._chunks(latent_frames, check_chunk_size(chunk_size), decoding=True)
+        chunks = self._chunks(latent_frames, check_chunk_size(chunk_size))
         cache = {} if len(chunks) > 1 else None
         for start, stop in chunks:
             piece = self._decode_chunk(z[:, :, start:stop], cache, start == 0, stop == latent_frames)

@@ -102,9 +102,9 @@ class DiffusersVideoVAE(VideoAutoencoder):
         return self.vae.config.z_dim if isinstance(self.vae, AutoencoderKLWan) else self.vae.config.latent_channels
 
     # ------------------------------------------------------------------ the chunks each model can keep
-    def _chunks(self, latent_frames: int, chunk: int, decoding: bool) -> list[tuple[int, int]]:
+    def _chunks(self, latent_frames: int, chunk: int) -> list[tuple[int, int]]:
         if isinstance(self.vae, AutoencoderKLWan):
-            return super()._chunks(latent_frames, chunk, decoding)
+            return super()._chunks(latent_frames, chunk)
         if isinstance(self.vae, AutoencoderKLCogVideoX):
             return self._cogvideox_batches(latent_frames)
         return [(0, latent_frames)]
