@@ -77,6 +77,9 @@ class DiffusersVideoVAE(VideoAutoencoder):
             raise ValueError(f"unknown diffusers video VAE {vae_class!r}; wrapped are {', '.join(VIDEO_VAES)}")
         self.vae = VIDEO_VAES[vae_class].from_config(vae_config)
         self.wrapped_class = vae_class
+        # Wan's cache holds one entry per causal convolution, addressed by call order: counted once, not per chunk.
+        self._wan_cache_sizes = {part: sum(isinstance(m, WanCausalConv3d) for m in getattr(self.vae, part).modules())
+                                 for part in ("encoder", "decoder")} if isinstance(self.vae, AutoencoderKLWan) else {}
         self.temporal_compression_ratio, self.spatial_compression_ratio = ratios(self.vae)
         if isinstance(self.vae, AutoencoderKLCogVideoX):
             self.frame_step = 2 * self.temporal_compression_ratio
@@ -127,7 +130,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
             frames = patchify(video, vae.config.patch_size) if vae.config.patch_size else video
             rest = frames[:, :, 1:] if first else frames
             groups = [frames[:, :, :1]] * first + list(rest.split(WAN_GROUP, dim=2) if rest.shape[2] else [])
-            feats = cache.setdefault("encoder", [None] * _count_causal_convs(vae.encoder))
+            feats = cache.setdefault("encoder", [None] * self._wan_cache_sizes["encoder"])
             out = torch.cat([vae.encoder(group, feat_cache=feats, feat_idx=[0]) for group in groups], dim=2)
             return vae.quant_conv(out)  # (B, 2d, t', h, w)
         if isinstance(vae, AutoencoderKLCogVideoX):
@@ -140,7 +143,7 @@ class DiffusersVideoVAE(VideoAutoencoder):
         vae = self.vae
         if isinstance(vae, AutoencoderKLWan):
             x = vae.post_quant_conv(z)
-            feats = cache.setdefault("decoder", [None] * _count_causal_convs(vae.decoder))
+            feats = cache.setdefault("decoder", [None] * self._wan_cache_sizes["decoder"])
             frames = [vae.decoder(x[:, :, i : i + 1], feat_cache=feats, feat_idx=[0], first_chunk=first and i == 0)
                       for i in range(x.shape[2])]  # one latent frame at a time, as diffusers' Wan decode
             out = torch.cat(frames, dim=2)
@@ -156,7 +159,3 @@ class DiffusersVideoVAE(VideoAutoencoder):
             return vae.decode(z, temb=torch.zeros(z.shape[0], device=z.device, dtype=z.dtype)).sample
         return vae.decode(z).sample
 
-
-def _count_causal_convs(module: torch.nn.Module) -> int:
-    """Wan's cache holds one entry per causal convolution, addressed by call order."""
-    return sum(isinstance(m, WanCausalConv3d) for m in module.modules())
