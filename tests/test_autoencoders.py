@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 from vae import VAE_PRESETS, LeanVAE, PerFrameVAE, build_autoencoder, load_autoencoder
@@ -284,7 +285,10 @@ def test_a_released_file_with_pickled_code_is_refused_in_one_line(name, tmp_path
 FROM_SCRATCH = ["lean-small", "wfvae-small", "ivvae-small", "ivvae-small-keyframes"]  # the CPU defaults' models
 # LeanVAE keeps the official initialisation, whose decoder starts from the bottleneck's restoration Q y with
 # Q = Phi^T: the token's projection on the d measured directions, sqrt(d / D) of its scale (0.09 at lean-small).
-DECODER_STARTS_SMALL = {"lean-small": ("bottleneck", "dec_", "unembed")}
+# WF-VAE starts as the block-mean autoencoder: its decoder's detail outputs start at zero, and what it outputs is
+# the input's 4x8x8 block means, which white noise hardly has (their std is 0.036).
+DECODER_STARTS_SMALL = {"lean-small": ("bottleneck", "dec_", "unembed"),
+                        "wfvae-small": ("decoder.connect_l1", "decoder.conv_out", "decoder.inverse_wavelet_transform")}
 
 
 def _init_statistics(preset: str) -> tuple[float, float, dict[str, float]]:
@@ -314,3 +318,24 @@ def test_a_vae_built_from_scratch_starts_with_a_latent_that_carries_its_input(pr
     small = DECODER_STARTS_SMALL.get(preset, ())
     shrunk = {name: s for name, s in scales.items() if not 0.2 <= s <= 5 and not name.startswith(small)}
     assert not shrunk, shrunk
+
+
+def _blocky(means: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1 + k, h, w) block values -> the (B, C, 1 + 4k, 8h, 8w) video of 4x8x8 blocks (1x8x8 for frame 0)."""
+    return torch.cat([F.interpolate(means[:, :, :1], scale_factor=(1, 8, 8)),
+                      F.interpolate(means[:, :, 1:], scale_factor=(4, 8, 8))], dim=2)
+
+
+def test_wfvae_built_from_scratch_starts_as_the_block_mean_autoencoder():
+    """Through the energy flow, the latent's first three channels start as twice the input's 4x8x8 block means and
+    the decoder turns them back into blocks exactly; the encoder's LayerNorm + SiLU pass them nearly linearly."""
+    torch.manual_seed(0)
+    model = build_autoencoder("wfvae-small").eval()
+    means = torch.rand(2, 3, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, RGB, 1 + k, h, w)
+    video = _blocky(means)  # (2, 3, 9, 32, 32)
+    with torch.no_grad():
+        z = torch.cat([2 * means, torch.randn_like(means[:, :1])], dim=1)  # the fourth channel is not read yet
+        torch.testing.assert_close(model.decode(z).sample, video, atol=1e-5, rtol=0)
+        latent = model.encode(video).latent_dist.mean[:, :3]
+    assert torch.corrcoef(torch.stack([latent.flatten(), means.flatten()]))[0, 1] > 0.99
+    assert 1.6 < float(latent.std() / means.std()) < 2.4

@@ -27,6 +27,10 @@ OFFICIAL_PARAMETERS = {"wfvae-s-4ch": 146_496_836, "wfvae-m-4ch": 223_252_516, "
 def tiny(dtype=torch.float64, **overrides) -> WFVAE:
     torch.manual_seed(0)
     model = build_autoencoder("wfvae-tiny", **overrides).eval()
+    with torch.no_grad():  # every path live: built from scratch, residual branches and detail outputs start at zero
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p), alpha=0.05)
     return model.double() if dtype == torch.float64 else model
 
 
