@@ -1,13 +1,16 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from pipelines.common.errors import ConfigError
+from pipelines.common.errors import ConfigError, UserError
 from pipelines.common.files import export_pretrained
 from pipelines.common.pixels import to_uint8
 from pipelines.data import SyntheticVideoDataset
 from pipelines.evaluation.classifier import (ClassifierDetector, VideoClassifier, evaluate_classifier, load_classifier,
                                              preprocess)
+from pipelines.evaluation.detectors import folder_sha256
 from pipelines.evaluation.metrics import detector_outputs
 from pipelines.training.classifier_trainer import (ClassifierClips, ClassifierTrainConfig, ClassifierTrainer,
                                                    colour_augment)
@@ -63,8 +66,9 @@ def test_motion_channels_see_only_change():
 
 def train(tmp_path, name, **overrides) -> dict:
     reset_accelerate_state()
+    overrides = {"reuse_cached": False, "log_every": 1, **overrides}
     cfg = ClassifierTrainConfig(output_dir=str(tmp_path / name), report_to="none", num_frames=10, clip_frames=8,
-                                resolution=16, num_classes=4, widths=[8, 16], log_every=1, **overrides)
+                                resolution=16, num_classes=4, widths=[8, 16], **overrides)
     return ClassifierTrainer(cfg).run()
 
 
@@ -85,6 +89,27 @@ def test_training_is_seeded(tmp_path):
     c = train(tmp_path, "c", seed=4, **common)
     assert a["logs"]["loss/total"] == b["logs"]["loss/total"] != c["logs"]["loss/total"]
     assert a["replica_checksums"] == b["replica_checksums"] != c["replica_checksums"]
+
+
+def test_a_later_run_of_the_same_recipe_copies_the_trained_classifier(tmp_path):
+    common = dict(num_samples=16, held_out=4, max_steps=3, batch_size=4, reuse_cached=True,
+                  detector_cache=str(tmp_path / "cache"))
+    first = train(tmp_path, "first", **common)
+    entries = list((tmp_path / "cache" / "classifiers").iterdir())
+    assert len(entries) == 1 and "copied_from" not in first
+    second = train(tmp_path, "second", log_every=3, **common)  # how a run is watched is not part of the key
+    assert second["copied_from"] == str(entries[0]) and second["held_out_accuracy"] == first["held_out_accuracy"]
+    assert folder_sha256(tmp_path / "second" / "classifier") == folder_sha256(tmp_path / "first" / "classifier")
+    assert json.loads((tmp_path / "second" / "train_summary.json").read_text())["copied_from"] == str(entries[0])
+
+    other = train(tmp_path, "other", **{**common, "seed": 4})  # another recipe trains, and is kept beside it
+    assert "copied_from" not in other and len(list((tmp_path / "cache" / "classifiers").iterdir())) == 2
+
+    weights = entries[0] / "classifier" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # damaged after it was stored
+    with pytest.raises(UserError, match="does not match its record"):
+        train(tmp_path, "third", **common)
+    assert not (tmp_path / "third" / "classifier").exists()
 
 
 def test_training_rejects_bad_input(tmp_path):

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_train_sh_runs_every_stage_and_resumes(tmp_path):
-    env = {**os.environ, "SMOKE": "1", "RUN": str(tmp_path / "run")}
+    # Its own detector cache: the classifier and the FVD statistics are made by this run, not taken from another.
+    env = {**os.environ, "SMOKE": "1", "RUN": str(tmp_path / "run"),
+           "LEANLATTE_DETECTOR_CACHE": str(tmp_path / "cache")}
     first = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"

@@ -5,6 +5,13 @@
 It is trained on its own synthetic clips (another seed than the generator's training set) through the shared
 training loop, checked on held-out ones, and exported to `<output_dir>/classifier`; evaluate.py then uses it
 for offline FVD / IS / class accuracy.
+
+The classifier is a fixed detector of the built-in data set, like I3D is of real video, so a run need not
+train it again: a trained one is kept in the detector cache (`<detector cache>/classifiers/<key>/`, beside the
+FVD statistics), keyed by everything that decides its weights (the config without the keys that only decide
+how a run is watched, this code, the torch version), and a later run with the same key copies it instead of
+training (`reuse_cached=false` trains anyway). Runs that share a classifier also share FVD statistics and score
+on one scale.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from torch.utils.data import Dataset
 
 from ..common.cli import parse_cli
 from ..common.errors import ConfigError, exit_on_user_error
-from ..common.files import export_pretrained
+from ..common.files import export_pretrained, write_json
+from ..evaluation.classifier_cache import CachedClassifier
 from ..common.pixels import to_uint8
 from ..data import SyntheticVideoDataset
 from ..evaluation.classifier import VideoClassifier, evaluate_classifier, preprocess
@@ -53,6 +61,8 @@ class ClassifierTrainConfig(RunConfig):
     clip_frames: int = 16  # a random window of this many frames per clip: the protocol scores 16 frames
     widths: list = field(default_factory=lambda: [16, 32, 64, 128])
     colour_augment: bool = True  # random channel order and inversion (the synthetic colours are random)
+    reuse_cached: bool = True  # copy the classifier an earlier run of this recipe left in the detector cache
+    detector_cache: Optional[str] = None  # default: $LEANLATTE_DETECTOR_CACHE, else ~/.cache/leanlatte/detectors
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +104,27 @@ class ClassifierClips(Dataset):
 
 class ClassifierTrainer(Trainer):
     name = "train_classifier"
+
+    def run(self) -> dict:
+        """Train, or take the classifier this recipe gave before; a trained one is kept for later runs."""
+        cached = CachedClassifier.of(self.cfg) if self.cfg.reuse_cached else None
+        if cached is None or self.step > 0 or not cached.exists():
+            summary = super().run()
+            if cached is not None and self.accelerator.is_main_process:
+                cached.store(self.layout.export("classifier"), summary)
+            return summary
+        try:
+            summary = {}
+            if self.accelerator.is_main_process:
+                summary = cached.take(self.layout.export("classifier"), self.checkpoints.record.to_json())
+                write_json(self.layout.summary, summary)
+                self.accelerator.print(f"classifier copied from {cached.folder} (trained by an earlier run of this "
+                                       f"recipe): held-out accuracy {summary['held_out_accuracy']:.3f}")
+            self.accelerator.wait_for_everyone()
+            self.accelerator.end_training()
+            return summary
+        finally:
+            self.release()
 
     def build_dataset(self) -> Dataset:
         cfg = self.cfg
