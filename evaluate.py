@@ -37,6 +37,7 @@ FLAGS = {
     "device": "default: the accelerator accelerate picks",
     "precision": "fp32 (default), bf16 or fp16 for the DiT",
     "vae_precision": "fp32 (default), bf16 or fp16 for the VAE",
+    "compile": "torch.compile the DiT (inductor; pays only for many batches: BENCHMARKS.md)",
     "real_frame_stride": "frames between a real clip's frames (default: 3 for ucf101 / sky as Latte, 1 for a folder)",
     "num_frames": "frames scored per video: the protocol's 16 (fewer only for smoke tests)",
     "detector_cache": "folder of i3d_torchscript.pt / c3d_ucf101.pt",

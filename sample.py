@@ -25,6 +25,7 @@ FLAGS = {
     "decode_chunk_size": "latent frames decoded at a time (default 1)",
     "precision": "fp32 (default), bf16 or fp16 for the DiT",
     "vae_precision": "fp32 (default), bf16 or fp16 for the VAE",
+    "compile": "torch.compile the DiT (inductor; pays only for many batches: BENCHMARKS.md)",
     "device": "default: the accelerator accelerate picks",
     "fps": "frames per second of the mp4 files (default 8)",
 }

@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from pipelines.data import probe, read_frames
 from pipelines.data.clips import frames_to_tensor
-from pipelines.training.monitor import matmul_flops_per_second
+from pipelines.training.monitor import conv_flops_per_second, matmul_flops_per_second, peak_flops_per_second
 from vae import DiffusersVideoVAE, build_autoencoder, load_autoencoder
 from vae.diffusers_video import VIDEO_VAES
 
@@ -227,7 +227,7 @@ def row(name: str, kind: str, model, x, args, bf16: bool, reference: bool) -> di
 
 
 def print_rows(rows: list[dict], peak_gflops: float) -> None:
-    print("\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of matmul | "
+    print("\n| model | params (M) | GMAC enc+dec | encode s | decode s | GFLOP/s | % of peak | "
           "peak MiB enc / dec | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -266,10 +266,11 @@ def main() -> None:
 
     device = torch.device(args.device) if args.device else PartialState().device
     args.device = str(device)  # the memory subprocesses use the same device
-    peak_gflops = matmul_flops_per_second(device) / 1e9
+    peak_gflops = peak_flops_per_second(device) / 1e9
     x = clip(args.frames, args.size, device)
-    print(f"device {device}, {torch.get_num_threads()} threads, input {tuple(x.shape)}; "
-          f"float32 matmul {peak_gflops:.1f} GFLOP/s")
+    print(f"device {device}, {torch.get_num_threads()} threads, input {tuple(x.shape)}; float32 peak "
+          f"{peak_gflops:.1f} GFLOP/s (matmul {matmul_flops_per_second(device) / 1e9:.1f}, "
+          f"convolution {conv_flops_per_second(device) / 1e9:.1f})")
     ours = build(args.model, args, device)
     rows = [row(f"{args.model} fp32", args.model, ours, x, args, False, False),
             row(f"{args.model} bf16", args.model, ours, x, args, True, False)]

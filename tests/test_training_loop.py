@@ -19,6 +19,7 @@ from pipelines.training import accelerator as setup
 from pipelines.training.accelerator import deepspeed_safe_parameters, setup_accelerator, state_checksum
 from pipelines.training.batches import EpochSeededDataset, endless_batches
 from pipelines.training.checkpoints import Checkpoints, NonFiniteState
+from pipelines.training import monitor
 from pipelines.training.monitor import RunningMeans, count_flops
 from pipelines.training.optim import adamw, clip_grad_norm, lr_scheduler
 from pipelines.training.run_config import TRAINER_FLAGS, RunConfig
@@ -194,6 +195,20 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path / "count"), max_steps=1, batch_size=4))
     trainer.run()
     assert trainer.throughput.flops_per_micro_step == 2 * (2 * 4 * 3)  # Linear(3, 1) on 4 points: forward, weights
+
+
+def test_the_peak_counts_its_convolution_as_the_model_count_does(monkeypatch):
+    """MFU's denominator is the faster of a matmul and a convolution probe; the probe's FLOPs must be counted
+    the way FlopCounterMode counts the model's, or a convolutional model's MFU is off by the difference."""
+    monkeypatch.setattr(monitor, "_best_seconds", lambda op, repeats: 1.0)
+    device = torch.device("cpu")
+    x, weight = torch.ones(1, 8, 4, 16, 16), torch.ones(8, 8, 3, 3, 3)
+    _, counted = count_flops(lambda: torch.nn.functional.conv3d(x, weight, padding=1))
+    assert monitor.conv_flops_per_second.__wrapped__(device, torch.float32, channels=8) == counted
+    assert monitor.matmul_flops_per_second.__wrapped__(device, torch.float32, n=64) == 2 * 64**3
+    monitor.matmul_flops_per_second.cache_clear(), monitor.conv_flops_per_second.cache_clear()
+    assert monitor.peak_flops_per_second(device) == 2 * 2048**3  # matmul 2 x 2048^3 beats the probe's 3.6e9
+    monitor.matmul_flops_per_second.cache_clear(), monitor.conv_flops_per_second.cache_clear()
 
 
 def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):

@@ -59,6 +59,7 @@ class EvalConfig:
     device: Optional[str] = None
     precision: str = "fp32"  # the DiT's
     vae_precision: str = "fp32"
+    compile: bool = False  # torch.compile the DiT
     detector_cache: Optional[str] = None  # folder of i3d_torchscript.pt / c3d_ucf101.pt
     stats_cache: Optional[str] = None  # real-clip statistics; None: <detector cache>/fvd_stats
     videos_to_keep: int = 2  # mp4 files written per class (all scores use every sample)
@@ -219,7 +220,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     cfg = with_training_data(cfg, pipeline_dir)
     if cfg.dataset != "synthetic" and not Path(cfg.data_root).is_dir():  # before hours of sampling
         raise ConfigError(f"the real videos to compare against are not there: {cfg.data_root} is not a folder")
-    pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
+    pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision, cfg.compile)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"

@@ -45,10 +45,11 @@ def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "run
 
 
 def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Optional[str] = None,
-                  precision: str = "fp32", vae_precision: str = "fp32") -> LatteVideoPipeline:
+                  precision: str = "fp32", vae_precision: str = "fp32", compile: bool = False) -> LatteVideoPipeline:
     """The pipeline at `path` with the `scheduler` asked for (None: the one it was saved with) on `device`
-    (default: the accelerator accelerate would pick); the DiT in `precision`, the VAE in `vae_precision` (float32 by default: its output is what users
-    see; bfloat16 halves the time of a large VAE, BENCHMARKS.md)."""
+    (default: the accelerator accelerate would pick); the DiT in `precision`, the VAE in `vae_precision` (float32
+    by default: its output is what users see; bfloat16 halves the time of a large VAE, BENCHMARKS.md); `compile`
+    compiles the DiT in place (`nn.Module.compile`, inductor: the first batch pays for it)."""
     for name, value in (("precision", precision), ("vae_precision", vae_precision)):
         if value not in PRECISIONS:
             raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
@@ -67,4 +68,6 @@ def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Opt
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
     torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])
     pipe.vae.to(device=device).to_inference_dtype(PRECISIONS[vae_precision])
+    if compile:
+        pipe.transformer.compile()
     return pipe

@@ -27,6 +27,7 @@ class SampleConfig:
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
     precision: str = "fp32"  # fp32 | bf16 | fp16, for the DiT
     vae_precision: str = "fp32"  # fp32 | bf16 | fp16, for the VAE
+    compile: bool = False  # torch.compile the DiT
     device: Optional[str] = None  # None: the accelerator accelerate picks
     fps: float = 8.0
 
@@ -50,7 +51,7 @@ def samples_dir(run: Optional[str], pipeline: Path) -> Path:
 def generate(cfg: SampleConfig) -> dict:
     """Generate and write the videos; returns {"pipeline", "tag", "class_name", "videos": [paths], "grid": [paths]}."""
     path = find_pipeline(cfg.run)
-    pipe = load_pipeline(path, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision)
+    pipe = load_pipeline(path, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision, cfg.compile)
     if pipe.num_classes == 0 and cfg.prompt_class is not None:
         raise ConfigError(f"the model at {path} is unconditional: leave out --prompt-class")
     if pipe.num_classes > 0 and cfg.prompt_class is None:

@@ -9,7 +9,7 @@ from typing import Callable, Iterable, TypeVar
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import (DataLoaderConfiguration, DistributedType, GradientAccumulationPlugin, ProjectConfiguration,
-                              broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
+                              TorchDynamoPlugin, broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
 
 from ..common.config import to_dict
 from ..common.errors import UserError
@@ -57,6 +57,8 @@ def setup_accelerator(cfg: RunConfig) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         # Schedules count optimizer steps, whatever the number of processes.
         step_scheduler_with_optimizer=False,
+        # `prepare` compiles the models or not as the run config says, whatever `accelerate config` chose.
+        dynamo_plugin=TorchDynamoPlugin(backend="inductor" if cfg.compile else "no"),
     )
     if note:
         accelerator.print(note)

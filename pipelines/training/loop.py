@@ -64,7 +64,7 @@ class Trainer(ABC):
                             num_workers=cfg.num_workers, collate_fn=collate_clips)
         self.parts = self.build_parts()
         self.loader = prepare_parts(acc, self.parts, loader)
-        self.model = acc.unwrap_model(self.parts[0].model)
+        self.model = acc.unwrap_model(self.parts[0].model, keep_torch_compile=False)
         self.ema = FloatEMA(self.model, cfg.ema_decay)
         self.throughput = Throughput(acc, cfg.mixed_precision, cfg.batch_size * acc.num_processes)
         self.health = StepHealth(cfg.max_nonfinite_steps, check_gradients=cfg.mixed_precision != "fp16")

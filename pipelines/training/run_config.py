@@ -32,6 +32,7 @@ class RunConfig:
     overwrite: bool = False  # start over in an output_dir that holds an earlier run (deleting its checkpoints)
     max_nonfinite_steps: int = 10  # steps in a row with a non-finite loss or gradient norm (skipped) that stop the run
     report_to: str = "tensorboard"  # tensorboard | none
+    compile: bool = False  # torch.compile the trained models (inductor); where it pays: BENCHMARKS.md
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "batch_size", "gradient_accumulation_steps", "log_every", "checkpoints_total_limit",

@@ -36,7 +36,7 @@ RUN_RECORD = "run.json"
 # Keys a resumed run may change: they decide how long and how visibly it runs, not what it computes.
 RESUMABLE_KEYS = ("output_dir", "resume", "overwrite", "max_steps", "log_every", "checkpoint_every",
                   "checkpoints_total_limit", "num_workers", "report_to", "mixed_precision", "max_nonfinite_steps",
-                  "val_every", "sample_every", "sample_steps", "sample_classes")
+                  "val_every", "sample_every", "sample_steps", "sample_classes", "compile")
 
 
 class RunFolderConflict(UserError):
