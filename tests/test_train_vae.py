@@ -172,6 +172,16 @@ def test_wfvae_recipe_trains_and_resumes_exactly(tmp_path, monkeypatch):
     assert type(load_autoencoder(tmp_path / "straight/vae")).__name__ == "WFVAE"
 
 
+@pytest.mark.slow
+def test_a_compiled_run_with_its_discriminator_resumes_exactly(tmp_path, monkeypatch):
+    common = ["max_steps=4", "checkpoint_every=2", "loss.disc_start=2", "ema_decay=0.9", "val_every=2",
+              "sample_every=0", "log_every=1", "compile=true"]
+    straight = run(tmp_path, "straight", *common)
+    assert "loss/gan" in straight["logs"] and straight["logs"]["perf/mfu"] > 0
+    assert crash_then_resume(tmp_path, monkeypatch, "interrupted", *common)["steps_this_run"] == 2
+    _assert_same_state(tmp_path / "straight/vae", tmp_path / "interrupted/vae")
+
+
 def test_validation_psnr_matches_hand_computation(tmp_path):
     # The metric itself: a uniform error of 0.1 in [-1, 1] is 0.05 in [0, 1]: PSNR = 10 log10(1 / 0.05^2).
     x = torch.zeros(2, 3, 5, 16, 16)
