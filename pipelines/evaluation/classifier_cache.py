@@ -50,14 +50,20 @@ class CachedClassifier:
         return (self.folder / RECORD).is_file()
 
     def store(self, exported: Path, summary: dict) -> None:
-        """Keep a trained run's export and summary (a concurrent run of the same recipe may store it too: the
-        folder is renamed into place whole, so either copy wins intact)."""
+        """Keep a trained run's export and summary, unless a run of the same recipe did first (two runs at once:
+        the folder is renamed into place whole, and the second rename fails on the first one's folder)."""
         def write(tmp: Path) -> None:
             shutil.copytree(exported, tmp / "classifier")
             record = {"inputs": self.recipe, "summary": summary, "sha256": folder_sha256(tmp / "classifier")}
             (tmp / RECORD).write_text(json.dumps(record, indent=2, default=str))
 
-        atomic_write(self.folder, write)
+        if self.exists():
+            return
+        try:
+            atomic_write(self.folder, write)
+        except OSError:
+            if not self.exists():
+                raise
 
     def take(self, destination: Path, run: Optional[dict]) -> dict:
         """Copy the classifier to `destination` after checking it is what its record says; returns the summary
