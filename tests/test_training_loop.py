@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -209,6 +210,17 @@ def test_the_peak_counts_its_convolution_as_the_model_count_does(monkeypatch):
     monitor.matmul_flops_per_second.cache_clear(), monitor.conv_flops_per_second.cache_clear()
     assert monitor.peak_flops_per_second(device) == 2 * 2048**3  # matmul 2 x 2048^3 beats the probe's 3.6e9
     monitor.matmul_flops_per_second.cache_clear(), monitor.conv_flops_per_second.cache_clear()
+
+
+def test_the_peak_keeps_its_best_measurement(monkeypatch):
+    """A peak measured while another process held the CPU is too low: later measurements (at checkpoints) may
+    only raise it."""
+    measured = iter([100.0, 300.0, 200.0])
+    monkeypatch.setattr(monitor, "peak_flops_per_second", lambda device, dtype, again=False: next(measured))
+    throughput = monitor.Throughput(SimpleNamespace(device=torch.device("cpu")), "no", 4)
+    assert throughput.peak == 100.0
+    throughput.remeasure_peak(), throughput.remeasure_peak()
+    assert throughput.peak == 300.0
 
 
 def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):

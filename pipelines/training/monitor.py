@@ -2,7 +2,8 @@
 
 MFU is the model's FLOP rate (forward + backward, counted by torch's FlopCounterMode on the first micro-step
 of step 0) over the best rate a dense matmul or a wide 3-D convolution reaches on the same device and in the
-run's precision at start-up: a ceiling this machine really reaches, not a datasheet peak. The convolution is
+run's precision at start-up, and again at every checkpoint, keeping the best: a ceiling this machine really
+reaches, not a datasheet peak. The convolution is
 there because on a CPU oneDNN's convolutions outrun its matmul (1.2x here), so a matmul-only peak let a
 convolutional VAE log an MFU above 100%. The count travels in checkpoints: FlopCounterMode
 changes a step's float rounding slightly, so a resumed run must not count again to stay bit-identical.
@@ -77,9 +78,11 @@ def conv_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float
     return flops / _best_seconds(lambda: torch.nn.functional.conv3d(x, weight, padding=1), repeats)
 
 
-def peak_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
-    """MFU's denominator: the faster of the matmul and the convolution."""
-    return max(matmul_flops_per_second(device, dtype), conv_flops_per_second(device, dtype))
+def peak_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, again: bool = False) -> float:
+    """MFU's denominator: the faster of the matmul and the convolution; `again` measures anew instead of
+    returning this process's first measurement."""
+    probes = [matmul_flops_per_second, conv_flops_per_second]
+    return max((probe.__wrapped__ if again else probe)(device, dtype) for probe in probes)
 
 
 def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
@@ -95,7 +98,8 @@ class Throughput:
     one process, since `start()`. Register it for checkpointing: its state is the FLOP count."""
 
     def __init__(self, accelerator: Accelerator, mixed_precision: str, clips_per_micro_step: int):
-        self.peak = peak_flops_per_second(accelerator.device, PRECISION_DTYPES[mixed_precision])
+        self.device, self.dtype = accelerator.device, PRECISION_DTYPES[mixed_precision]
+        self.peak = peak_flops_per_second(self.device, self.dtype)
         self.clips_per_micro_step = clips_per_micro_step
         self.flops_per_micro_step = 0
         self.start()
@@ -105,6 +109,11 @@ class Throughput:
 
     def add(self, micro_steps: int) -> None:
         self.micro_steps += micro_steps
+
+    def remeasure_peak(self) -> None:
+        """Keep the best peak seen: one measured while another process held the device (at start-up, say) is
+        too low and would put the MFU above 100%. Called at checkpoints, where a second's pause is noise."""
+        self.peak = max(self.peak, peak_flops_per_second(self.device, self.dtype, again=True))
 
     def state_dict(self) -> dict:
         return {"flops_per_micro_step": self.flops_per_micro_step}
