@@ -212,15 +212,19 @@ def test_the_peak_counts_its_convolution_as_the_model_count_does(monkeypatch):
     monitor.matmul_flops_per_second.cache_clear(), monitor.conv_flops_per_second.cache_clear()
 
 
-def test_the_peak_keeps_its_best_measurement(monkeypatch):
-    """A peak measured while another process held the CPU is too low: later measurements (at checkpoints) may
-    only raise it."""
-    measured = iter([100.0, 300.0, 200.0])
+def test_an_mfu_above_100_percent_measures_the_peak_once_more(monkeypatch):
+    """A peak measured while another process held the CPU is too low; the first MFU above 100% measures it
+    again, keeping the better one, and only once per run."""
+    measured = iter([100.0, 300.0, 1000.0])
     monkeypatch.setattr(monitor, "peak_flops_per_second", lambda device, dtype, again=False: next(measured))
     throughput = monitor.Throughput(SimpleNamespace(device=torch.device("cpu")), "no", 4)
-    assert throughput.peak == 100.0
-    throughput.remeasure_peak(), throughput.remeasure_peak()
-    assert throughput.peak == 300.0
+    throughput.flops_per_micro_step, throughput.micro_steps = 50, 1
+    throughput.started -= 1.0  # 50 FLOP/s against a peak of 100: no second measurement
+    assert throughput.logs()["perf/mfu"] < 1 and throughput.peak == 100.0
+    throughput.flops_per_micro_step = 250  # 250 FLOP/s: above the peak, so it is measured again
+    assert throughput.logs()["perf/mfu"] < 1 and throughput.peak == 300.0
+    throughput.flops_per_micro_step = 600
+    assert throughput.logs()["perf/mfu"] > 1 and throughput.peak == 300.0  # once only
 
 
 def test_accumulated_micro_steps_equal_one_large_batch(tmp_path):

@@ -136,7 +136,6 @@ class Trainer(ABC):
                     self._log(means.pop(acc) | self.throughput.logs(), bar)
                 if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                     self.checkpoints.save(acc, self.step, self._weights())
-                    self.throughput.remeasure_peak()
                 self.after_step()
         return self._finish(time.perf_counter() - start_time, start_step)
 

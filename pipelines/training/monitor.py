@@ -2,8 +2,8 @@
 
 MFU is the model's FLOP rate (forward + backward, counted by torch's FlopCounterMode on the first micro-step
 of step 0) over the best rate a dense matmul or a wide 3-D convolution reaches on the same device and in the
-run's precision at start-up, and again at every checkpoint, keeping the best: a ceiling this machine really
-reaches, not a datasheet peak. The convolution is
+run's precision at start-up (and once more if the MFU comes out above 100%, the sign of a peak measured while
+another process held the device): a ceiling this machine really reaches, not a datasheet peak. The convolution is
 there because on a CPU oneDNN's convolutions outrun its matmul (1.2x here), so a matmul-only peak let a
 convolutional VAE log an MFU above 100%. The count travels in checkpoints: FlopCounterMode
 changes a step's float rounding slightly, so a resumed run must not count again to stay bit-identical.
@@ -102,6 +102,7 @@ class Throughput:
         self.peak = peak_flops_per_second(self.device, self.dtype)
         self.clips_per_micro_step = clips_per_micro_step
         self.flops_per_micro_step = 0
+        self.remeasured = False
         self.start()
 
     def start(self) -> None:
@@ -111,9 +112,10 @@ class Throughput:
         self.micro_steps += micro_steps
 
     def remeasure_peak(self) -> None:
-        """Keep the best peak seen: one measured while another process held the device (at start-up, say) is
-        too low and would put the MFU above 100%. Called at checkpoints, where a second's pause is noise."""
+        """Measure the peak again, keeping the better one: a peak measured while another process held the device
+        is too low and puts the MFU above 100%."""
         self.peak = max(self.peak, peak_flops_per_second(self.device, self.dtype, again=True))
+        self.remeasured = True
 
     def state_dict(self) -> dict:
         return {"flops_per_micro_step": self.flops_per_micro_step}
@@ -124,6 +126,8 @@ class Throughput:
     def logs(self) -> dict[str, float]:
         seconds = max(time.perf_counter() - self.started, 1e-9)
         flops = self.flops_per_micro_step * self.micro_steps / seconds
+        if flops > self.peak and not self.remeasured:
+            self.remeasure_peak()
         return {"train/clips_per_s": self.clips_per_micro_step * self.micro_steps / seconds,
                 "perf/tflops": flops / 1e12, "perf/mfu": flops / self.peak}
 
