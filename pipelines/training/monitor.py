@@ -4,8 +4,8 @@ MFU is the model's FLOP rate (forward + backward, counted by torch's FlopCounter
 of step 0) over the best rate a dense matmul or a wide 3-D convolution reaches on the same device and in the
 run's precision at start-up (and once more if the MFU comes out above 100%, the sign of a peak measured while
 another process held the device): a ceiling this machine really reaches, not a datasheet peak. The convolution is
-there because on a CPU oneDNN's convolutions outrun its matmul (1.2x here), so a matmul-only peak let a
-convolutional VAE log an MFU above 100%. The count travels in checkpoints: FlopCounterMode
+there because on a CPU oneDNN's convolutions can outrun its matmul (in bfloat16 here by 1.3x), so a
+matmul-only peak let a convolutional model log an MFU above 100%. The count travels in checkpoints: FlopCounterMode
 changes a step's float rounding slightly, so a resumed run must not count again to stay bit-identical.
 """
 
