@@ -134,7 +134,7 @@ class WFVAE(VideoAutoencoder):
           flow, the output convolution) from zero, so it starts by decoding the blocks.
 
         On the held-out real clips a model built so reconstructs 18.8 dB before any step (the exact block means
-        give 19.0, PyTorch's init noise) and, after the CPU default's 800 steps, 21.71 dB where the same
+        give 19.0, the unit-scale init alone 9.0) and, after the CPU default's 800 steps, 21.71 dB where the same
         recipe without it reached 20.40 (BENCHMARKS.md)."""
         cfg, enc, dec = self.config, self.encoder, self.decoder
         narrow = min(cfg.latent_dim, cfg.encoder_energy_flow_hidden_size, cfg.decoder_energy_flow_hidden_size) < 3
