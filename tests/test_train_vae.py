@@ -172,6 +172,16 @@ def test_wfvae_recipe_trains_and_resumes_exactly(tmp_path, monkeypatch):
     assert type(load_autoencoder(tmp_path / "straight/vae")).__name__ == "WFVAE"
 
 
+@pytest.mark.parametrize("preset", ["lean-tiny", "wfvae-tiny", "ivvae-tiny"])
+def test_bfloat16_autocast_trains_every_bundled_vae(tmp_path, preset):
+    """mixed_precision=bf16 (autocast; on CPU too): accelerate casts the model's output back to float32, which
+    rebuilds the output object from its fields (it failed with a TypeError there)."""
+    summary = run(tmp_path, "bf16", f"model.preset={preset}", "mixed_precision=bf16", "max_steps=2", "val_every=2",
+                  "sample_every=0", "checkpoint_every=0", "log_every=1")
+    assert summary["step"] == 2 and math.isfinite(summary["logs"]["loss/total"])
+    assert load_autoencoder(tmp_path / "bf16/vae").dtype == torch.float32  # the weights stay float32
+
+
 @pytest.mark.slow
 def test_a_compiled_run_with_its_discriminator_resumes_exactly(tmp_path, monkeypatch):
     common = ["max_steps=4", "checkpoint_every=2", "loss.disc_start=2", "ema_decay=0.9", "val_every=2",

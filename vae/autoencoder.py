@@ -35,7 +35,9 @@ from .posterior import DiagonalGaussian
 @dataclass
 class AutoencoderOutput(BaseOutput):
     sample: torch.Tensor
-    latent_dist: DiagonalGaussian
+    # A default, so that a dict of the fields rebuilds it (BaseOutput's rule): accelerate's mixed precision does so
+    # to cast the outputs back to float32.
+    latent_dist: Optional[DiagonalGaussian] = None
 
 
 class frame_rule:
