@@ -75,6 +75,16 @@ def reset_norms_(model: nn.Module) -> None:
             module.bias.zero_()
 
 
+@torch.no_grad()
+def route_(layer: nn.Module, rows: torch.Tensor, columns: torch.Tensor, value: float, taps=None) -> None:
+    """Output channels `rows` of a convolution read only input channels `columns` (one each), `value` times the
+    input at each kernel position in `taps` (default: the kernel's centre). How a block-mean start is wired."""
+    weight = layer.weight  # (out, in, *kernel)
+    weight[rows] = 0
+    for tap in taps if taps is not None else [tuple(k // 2 for k in weight.shape[2:])]:
+        weight[(rows, columns, *tap)] = value
+
+
 def convolutions(model: nn.Module) -> list[nn.Module]:
     """Every 2-D and 3-D convolution in `model`, in definition order."""
     return [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Conv3d))]

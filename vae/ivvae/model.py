@@ -21,6 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 from ..autoencoder import VideoAutoencoder
 from ..causal import Cache
 from ..init import SILU_GAIN, convolutions, posterior_head_, unit_, zero_
+from .block_means import start_as_block_means
 from .blocks import ResidualBlock
 from .layers import PAC, Attention, KTCConv
 from .networks import Decoder, Encoder
@@ -75,7 +76,8 @@ class _IVAutoencoder(VideoAutoencoder):
     def initialize_weights(self) -> None:
         """The rules of `vae/init.py` (the official code leaves PyTorch's defaults, which collapse the posterior):
         unit-scale convolutions (SiLU gain after norm + SiLU), residual branches and attention outputs from zero,
-        the posterior head's log-variance rows from zero, RMS-norm gains one."""
+        the posterior head's log-variance rows from zero, RMS-norm gains one; then three channels of each half start
+        as the block-mean autoencoder (`block_means.py`)."""
         for conv in convolutions(self):
             unit_(conv)
         for module in self.modules():
@@ -95,6 +97,7 @@ class _IVAutoencoder(VideoAutoencoder):
         z = self.config.z_dim // (2 if self.temporal else 1)
         for conv in convolutions(self.conv1):  # each writes [means | log-variances] of its half
             posterior_head_(conv, slice(z, 2 * z))
+        start_as_block_means(self)
 
     @property
     def latent_channels(self) -> int:

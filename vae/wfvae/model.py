@@ -21,7 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 from ..autoencoder import AutoencoderOutput, VideoAutoencoder
 from ..causal import Cache
 from ..posterior import DiagonalGaussian
-from ..init import SILU_GAIN, convolutions, posterior_head_, reset_norms_, unit_, zero_
+from ..init import SILU_GAIN, convolutions, posterior_head_, reset_norms_, route_, unit_, zero_
 from .blocks import NORM_TYPES, CachedConv3d, FrameAttention, ResnetBlock2D, ResnetBlock3D
 from .decoder import Decoder
 from .encoder import Encoder
@@ -214,16 +214,11 @@ def _check_config(values: dict) -> None:
         raise ValueError(f"t_interpolation must be 'trilinear' or 'nearest', got {values['t_interpolation']!r}")
 
 
-@torch.no_grad()
 def _pick(layer: nn.Module, rows: torch.Tensor, columns: torch.Tensor, value: float) -> None:
-    """Output channels `rows` of a convolution read only input channel `columns` (one each), at the kernel's
-    current frame and centre, times `value`."""
-    weight = layer.weight  # (out, in, [kt,] kh, kw)
-    centre = [k // 2 for k in weight.shape[2:]]
-    if weight.ndim == 5:
-        centre[0] = weight.shape[2] - 1  # a causal kernel's last tap is the current frame
-    weight[rows] = 0
-    weight[(rows, columns, *centre)] = value
+    """`route_` at the kernel's current frame (a causal kernel's last tap) and spatial centre."""
+    kernel = layer.weight.shape[2:]
+    route_(layer, rows, columns, value, [(kernel[0] - 1, *[k // 2 for k in kernel[1:]]) if len(kernel) == 3 else
+                                         tuple(k // 2 for k in kernel)])
 
 
 def _conv(layer):
