@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from ..init import route_
 from .blocks import Resample, ResidualBlock
-from .layers import PAC, FrameConv, KTCConv
+from .layers import FrameConv, KTCConv
 
 RGB = torch.arange(3)
 PAIRED = torch.arange(7)  # the means, the means negated, the anchor
