@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from vae import VAE_PRESETS, LeanVAE, PerFrameVAE, build_autoencoder, load_autoencoder
+from vae import IVVAE, VAE_PRESETS, LeanVAE, PerFrameVAE, build_autoencoder, load_autoencoder
 from vae.causal import CausalConv3d
 
 
@@ -347,13 +347,15 @@ def test_wfvae_built_from_scratch_starts_as_the_block_mean_autoencoder():
     assert 1.6 < float(latent.std() / means.std()) < 2.4
 
 
-@pytest.mark.parametrize("preset", ["ivvae-small", "ivvae-small-keyframes"])
+@pytest.mark.parametrize("preset", ["ivvae-small", "ivvae-small-keyframes", "widening"])
 def test_ivvae_built_from_scratch_starts_as_the_block_mean_autoencoder(preset):
     """The first three latent channels of each half start as twice the block means (the keyframe half's: of the
     keyframe; the temporal half's: of the group, here the same), and the decoder turns them back into the blocks;
-    the heads' RMS norm + SiLU pass them within a few per cent."""
+    the heads' RMS norm + SiLU pass them within a few per cent. "widening": a model whose last layers on the path
+    are shortcuts (widths (1, 1, 2, 4)), not resamplers."""
     torch.manual_seed(0)
-    model = build_autoencoder(preset).eval()
+    model = (IVVAE(z_dim=8, dim=8, dim_mult=(1, 1, 2, 4), num_res_blocks=1) if preset == "widening"
+             else build_autoencoder(preset)).eval()
     halves = 2 if model.temporal else 1
     means = torch.rand(2, 3, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1  # (B, RGB, 1 + k, h, w)
     video = _blocky(means)  # (2, 3, 9, 32, 32)

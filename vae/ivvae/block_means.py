@@ -70,7 +70,7 @@ def _chain(layers: list[nn.Module], halves: int, anchor: float) -> int:
         return _resample(last, halves, anchor)
     targets = _halves(last.shortcut, halves)
     _route(targets, RGB)
-    return _write_pair(targets, halves, anchor)
+    return _write_pair(targets, anchor)
 
 
 def _resample(layer: Resample, halves: int, anchor: float | None = None) -> int:
@@ -79,7 +79,7 @@ def _resample(layer: Resample, halves: int, anchor: float | None = None) -> int:
     _route(spatial, RGB, 1 / len(DOWN_TAPS), DOWN_TAPS) if layer.mode.startswith("down") else _route(spatial, RGB)
     live = RGB
     if anchor is not None:
-        _write_pair(spatial, 1, anchor)
+        _write_pair(spatial, anchor)
         live = PAIRED
     if layer.time_conv is not None and layer.mode == "down3d":
         route_(layer.time_conv, live, live, 0.5, [(0, 0, 0), (1, 0, 0)])
@@ -115,10 +115,10 @@ def _route(targets, channels: torch.Tensor, value: float = 1.0, taps=None) -> No
         route_(conv, row + channels, column + channels, value, taps)
 
 
-def _write_pair(targets, halves: int, anchor: float) -> int:
+def _write_pair(targets, anchor: float) -> int:
     """Rows 3-5 of each half write the negated means, row 6 the constant anchor x sqrt(width). Returns the width."""
-    width = targets[0][0].out_channels // (halves if targets[0][0] is targets[-1][0] else 1)
     for conv, row, _ in targets:
+        width = conv.out_channels // sum(other is conv for other, _, _ in targets)  # halves sharing a convolution
         conv.weight[row + 3 + RGB] = -conv.weight[row + RGB]
         conv.weight[row + 6] = 0
         conv.bias[row + 3 + RGB] = -conv.bias[row + RGB]
