@@ -75,14 +75,18 @@ def reset_norms_(model: nn.Module) -> None:
             module.bias.zero_()
 
 
+def kernel_centre(layer: nn.Module) -> tuple[int, ...]:
+    """The centre position of a convolution's kernel (of a group causal kernel: its "now" tap)."""
+    return tuple(k // 2 for k in layer.weight.shape[2:])
+
+
 @torch.no_grad()
 def route_(layer: nn.Module, rows: torch.Tensor, columns: torch.Tensor, value: float, taps=None) -> None:
     """Output channels `rows` of a convolution read only input channels `columns` (one each), `value` times the
     input at each kernel position in `taps` (default: the kernel's centre). How a block-mean start is wired."""
-    weight = layer.weight  # (out, in, *kernel)
-    weight[rows] = 0
-    for tap in taps if taps is not None else [tuple(k // 2 for k in weight.shape[2:])]:
-        weight[(rows, columns, *tap)] = value
+    layer.weight[rows] = 0  # (out, in, *kernel)
+    for tap in taps if taps is not None else [kernel_centre(layer)]:
+        layer.weight[(rows, columns, *tap)] = value
 
 
 def convolutions(model: nn.Module) -> list[nn.Module]:

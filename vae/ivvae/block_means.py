@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..init import route_
+from ..init import kernel_centre, route_
 from .blocks import Resample, ResidualBlock
 from .layers import FrameConv, KTCConv
 
@@ -90,24 +90,19 @@ def _resample(layer: Resample, halves: int, anchor: float | None = None) -> int:
     return spatial[0][0].out_channels
 
 
-def _halves(layer: nn.Module, halves: int, split_input: bool = True) -> list[tuple[nn.Module, int, int]]:
+def _halves(layer: KTCConv | FrameConv, halves: int, split_input: bool = True) -> list[tuple[nn.Module, int, int]]:
     """The convolutions writing each half of `layer`'s output: (convolution, first row, first input column).
     `split_input=False`: the input has no halves (RGB)."""
     if isinstance(layer, KTCConv):  # conv_2d writes the keyframe half, conv_3d the temporal; both read everything
         width = layer.conv_2d.in_channels // halves if split_input else 0
         return [(conv, 0, h * width) for h, conv in enumerate(_convs(layer))]
-    conv = layer.conv if isinstance(layer, FrameConv) else layer
+    conv = layer.conv  # a FrameConv: one convolution over both halves
     rows, columns = conv.out_channels // halves, conv.in_channels // halves
     return [(conv, h * rows, h * columns) for h in range(halves)]
 
 
 def _convs(layer: KTCConv) -> list[nn.Module]:
     return [conv for conv in (layer.conv_2d, layer.conv_3d) if conv is not None]
-
-
-def _tap(conv: nn.Module) -> tuple[int, ...]:
-    """The kernel's centre: for a group causal kernel, its "now" tap."""
-    return tuple(k // 2 for k in conv.weight.shape[2:])
 
 
 def _route(targets, channels: torch.Tensor, value: float = 1.0, taps=None) -> None:
@@ -130,7 +125,7 @@ def _read_pair(targets, value: float) -> None:
     """Each half's rows 0-2 read pair channel c minus its negation 3 + c: silu(a) - silu(-a) = a."""
     _route(targets, RGB, value)
     for conv, row, column in targets:
-        conv.weight[(row + RGB, column + 3 + RGB, *_tap(conv))] = -value
+        conv.weight[(row + RGB, column + 3 + RGB, *kernel_centre(conv))] = -value
 
 
 def _norm_scale(anchor: float, width: int) -> float:

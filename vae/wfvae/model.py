@@ -21,7 +21,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 from ..autoencoder import AutoencoderOutput, VideoAutoencoder
 from ..causal import Cache
 from ..posterior import DiagonalGaussian
-from ..init import SILU_GAIN, convolutions, posterior_head_, reset_norms_, route_, unit_, zero_
+from ..init import SILU_GAIN, convolutions, kernel_centre, posterior_head_, reset_norms_, route_, unit_, zero_
 from .blocks import NORM_TYPES, CachedConv3d, FrameAttention, ResnetBlock2D, ResnetBlock3D
 from .decoder import Decoder
 from .encoder import Encoder
@@ -216,9 +216,10 @@ def _check_config(values: dict) -> None:
 
 def _pick(layer: nn.Module, rows: torch.Tensor, columns: torch.Tensor, value: float) -> None:
     """`route_` at the kernel's current frame (a causal kernel's last tap) and spatial centre."""
-    kernel = layer.weight.shape[2:]
-    route_(layer, rows, columns, value, [(kernel[0] - 1, *[k // 2 for k in kernel[1:]]) if len(kernel) == 3 else
-                                         tuple(k // 2 for k in kernel)])
+    tap = kernel_centre(layer)
+    if len(tap) == 3:
+        tap = (layer.weight.shape[2] - 1, *tap[1:])
+    route_(layer, rows, columns, value, [tap])
 
 
 def _conv(layer):
