@@ -16,9 +16,9 @@ import time
 
 import torch
 from diffusers import LatteTransformer3DModel
-from torch.utils.flop_counter import FlopCounterMode
 
 from dit import DIT_PRESETS, LatteDiT, diffusion_loss, training_scheduler
+from pipelines.training.monitor import flop_counter
 
 NUM_CLASSES = 101
 SHAPES = {  # name: latent (C, F, H, W)
@@ -89,7 +89,7 @@ class Runner:
             self.forward()
 
     def flops(self, step) -> int:
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             step()
         return counter.get_total_flops()
 

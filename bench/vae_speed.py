@@ -36,11 +36,11 @@ from types import SimpleNamespace
 import psutil
 import torch
 from accelerate import PartialState
-from torch.utils.flop_counter import FlopCounterMode
 
 from pipelines.data import probe, read_frames
 from pipelines.data.clips import frames_to_tensor
-from pipelines.training.monitor import conv_flops_per_second, matmul_flops_per_second, peak_flops_per_second
+from pipelines.training.monitor import (conv_flops_per_second, flop_counter, matmul_flops_per_second,
+                                        peak_flops_per_second)
 from vae import DiffusersVideoVAE, build_autoencoder, load_autoencoder
 from vae.diffusers_video import VIDEO_VAES
 
@@ -57,7 +57,7 @@ def sync(device: torch.device) -> None:
 
 def timed(fn, repeats: int, device: torch.device) -> tuple[float, float]:
     """(median seconds of `repeats` timed calls, multiply-accumulates counted on an untimed first call)."""
-    with FlopCounterMode(display=False) as counter:  # also the warm-up: allocator, oneDNN primitive caches
+    with flop_counter() as counter:  # also the warm-up: allocator, oneDNN primitive caches
         fn()
     times = []
     for _ in range(repeats):

@@ -7,8 +7,9 @@
 One step = the trainer's forward (`model(x)`: encode, posterior sample, decode, the whole clip at once), an L1 +
 KL loss and backward, in float32 on random video, random init (`--bf16`: also in bfloat16 autocast, the
 trainer's `mixed_precision: bf16`, weights float32). Prints parameters, floating-point operations per
-step (torch's FlopCounterMode), the median step time over --repeats after two warm-up steps, achieved GFLOP/s,
-and each step time as a multiple of the first preset's. Run it on an idle machine: the presets are timed one
+step (torch's FlopCounterMode, grouped convolutions' backward counted right: `monitor.flop_counter`), the median
+step time over --repeats after two warm-up steps, achieved GFLOP/s, and each step time as a multiple of the
+first preset's. Run it on an idle machine: the presets are timed one
 after the other in the same process.
 """
 
@@ -19,8 +20,8 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from pipelines.training.monitor import flop_counter
 from vae import build_autoencoder
 
 
@@ -33,7 +34,7 @@ def measure(preset: str, x: torch.Tensor, repeats: int, bf16: bool = False) -> d
     torch.manual_seed(0)
     model = build_autoencoder(preset).train()
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        with FlopCounterMode(display=False) as counter:
+        with flop_counter() as counter:
             step(model, x)
         step(model, x)
         times = []

@@ -192,6 +192,10 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     head_macs = 2 * 8 * 5
     _, flops = count_flops(lambda: head(conv(x).mean((2, 3, 4))).sum().backward())
     assert flops == 2 * (2 * conv_macs + 3 * head_macs)
+    depthwise = torch.nn.Conv3d(8, 8, 3, padding=1, groups=8, bias=False)  # LeanVAE's NAF blocks have these
+    y = torch.randn(2, 8, 5, 8, 8, requires_grad=True)
+    _, flops = count_flops(lambda: depthwise(y).sum().backward())
+    assert flops == 2 * 3 * (2 * 5 * 8 * 8) * 8 * 27  # forward + two gradients; torch: 10 forwards
     reset_accelerate_state()
     trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path / "count"), max_steps=1, batch_size=4))
     trainer.run()
