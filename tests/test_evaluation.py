@@ -36,6 +36,10 @@ from tests.coded_videos import coded_frames, write_avi
 from tests.stand_in_detector import save_stand_in
 from vae import build_autoencoder
 
+# Generating in another batch size rounds differently (BLAS picks kernels by shape), and a 12-clip FVD amplifies
+# it: 3e-4 relative was seen on the CI machine. Giving the videos the wrong generators moves it by 11-15%.
+BATCH_ROUNDING = 5e-3
+
 
 def make_run(root, scheduler: str = "ddpm") -> RunLayout:
     """A run folder with a tiny random pipeline sampled by `scheduler` (its objective's model) and classifier."""
@@ -83,8 +87,8 @@ def test_reported_metrics_equal_an_independent_computation(run, tmp_path):
                                  stats_cache=str(tmp_path)))
     results = report["results"]
     expected = independent_scores(run, num_fake=12, steps=2, frames=9)
-    assert results["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=1e-4)
-    assert (results["IS"]["mean"], results["IS"]["std"]) == pytest.approx(expected["is"], rel=1e-4)
+    assert results["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=BATCH_ROUNDING)
+    assert (results["IS"]["mean"], results["IS"]["std"]) == pytest.approx(expected["is"], rel=BATCH_ROUNDING)
     assert results["class accuracy"] == pytest.approx(expected["accuracy"])
     assert results["chance"] == 0.25 and 0.0 <= results["class accuracy of VAE reconstructions"] <= 1.0
     assert "not I3D" in report["detector_note"]
@@ -94,7 +98,8 @@ def test_reported_metrics_equal_an_independent_computation(run, tmp_path):
     # Each video has its own keyed generator: another batch size gives the same numbers.
     again = evaluate(EvalConfig(run=str(run.root), num_fake=12, steps=2, batch_size=12, num_frames=9,
                                 stats_cache=str(tmp_path)))["results"]
-    assert again["FVD (12 real / 12 generated)"] == pytest.approx(results["FVD (12 real / 12 generated)"], rel=1e-4)
+    fvd = "FVD (12 real / 12 generated)"
+    assert again[fvd] == pytest.approx(results[fvd], rel=BATCH_ROUNDING)
 
 
 def test_a_rectified_flow_run_is_evaluated_with_its_own_sampler(tmp_path):
@@ -103,7 +108,7 @@ def test_a_rectified_flow_run_is_evaluated_with_its_own_sampler(tmp_path):
                                  stats_cache=str(tmp_path)))
     expected = independent_scores(run, num_fake=12, steps=2, frames=9)
     assert report["protocol"]["sampler"] == "euler"
-    assert report["results"]["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=1e-4)
+    assert report["results"]["FVD (12 real / 12 generated)"] == pytest.approx(expected["fvd"], rel=BATCH_ROUNDING)
     assert report["results"]["class accuracy"] == pytest.approx(expected["accuracy"])
     with pytest.raises(ConfigError, match="trained with the flow objective"):
         evaluate(EvalConfig(run=str(run.root), scheduler="ddim", num_fake=4, steps=2, num_frames=9))
@@ -232,7 +237,7 @@ def test_two_processes_give_the_videos_and_scores_of_one(run, tmp_path):
     assert done.returncode == 0, done.stderr.decode(errors="replace").replace("\r", "\n")[-3000:]
     two = json.loads(run.metrics.read_text())
     assert two["protocol"]["processes"] == 2
-    assert numbers(two["results"]) == pytest.approx(numbers(one), rel=1e-4)  # batches differ: float rounding
+    assert numbers(two["results"]) == pytest.approx(numbers(one), rel=BATCH_ROUNDING)
 
 
 def test_benchmark_clip_sets_are_the_protocol_plan_and_disjoint(tmp_path, monkeypatch):
