@@ -166,8 +166,8 @@ def test_discriminator_frames_are_independent_and_gradients_flow():
     disc = NLayerDiscriminator(base_channels=8, norm_groups=4)
     x = torch.randn(2, 3, 3, 32, 32, requires_grad=True)
     logits = disc(x)
-    assert torch.allclose(logits[:, :, 1], disc(x[:, :, 1]), atol=1e-6)  # frame 1 scored alone
-    assert torch.allclose(logits[1:], disc(x[1:]), atol=1e-6)  # no batch coupling
+    assert torch.allclose(logits[:, :, 1], disc(x[:, :, 1]), atol=1e-5)  # frame 1 scored alone
+    assert torch.allclose(logits[1:], disc(x[1:]), atol=1e-5)  # no batch coupling
     logits.mean().backward()
     assert x.grad.abs().sum() > 0
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in disc.parameters())
@@ -345,7 +345,7 @@ def test_3d_discriminator_has_the_official_size_and_judges_each_clip_alone():
     clips = _clip(0, (2, 3, 9, 32, 32))
     logits = disc(clips)  # (2, 1, t, h, w): time and space halved twice (the last block keeps its size)
     assert logits.shape == (2, 1, 3, 8, 8)
-    assert torch.allclose(disc(clips[:1]), logits[:1], atol=1e-6)  # per-clip norms: the batch plays no part
+    assert torch.allclose(disc(clips[:1]), logits[:1], atol=1e-5)  # per-clip norms: the batch plays no part
     with pytest.raises(ValueError, match="loss.disc_type"):
         LossConfig(disc_type="4d")
 
