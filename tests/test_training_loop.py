@@ -196,6 +196,10 @@ def test_flop_count_matches_a_hand_count(tmp_path):
     y = torch.randn(2, 8, 5, 8, 8, requires_grad=True)
     _, flops = count_flops(lambda: depthwise(y).sum().backward())
     assert flops == 2 * 3 * (2 * 5 * 8 * 8) * 8 * 27  # forward + two gradients; torch: 10 forwards
+    q, k, v = (torch.randn(2, 3, n, d, requires_grad=True) for n, d in ((10, 8), (12, 8), (12, 4)))
+    attention_macs = 2 * 3 * 10 * 12 * (8 + 4)  # scores q k^T, then weights v
+    _, flops = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v).sum().backward())
+    assert flops == 2 * 3 * attention_macs  # torch counts the CPU's fused kernel as 0
     reset_accelerate_state()
     trainer = ToyTrainer(ToyConfig(output_dir=str(tmp_path / "count"), max_steps=1, batch_size=4))
     trainer.run()

@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 
 import torch
 from accelerate import Accelerator
-from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
@@ -94,9 +94,29 @@ def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padd
     return forward * (int(output_mask[0]) + int(output_mask[1]))
 
 
+def _attention_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _attention_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """The gradients of attention's two products: twice its forward, as the math kernel (and the meta device)
+    runs it. torch counts a fused kernel's backward at 2.5x, its recomputed scores included: hardware FLOPs,
+    which would make a GPU's MFU and a CPU's or a recipe's count differ for the same model."""
+    return 2 * sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_ATTENTION = ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+              "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+
+
 def flop_counter() -> FlopCounterMode:
-    """torch's FlopCounterMode (a multiply-add is 2 FLOPs) with grouped convolutions' backward counted right."""
-    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+    """torch's FlopCounterMode (a multiply-add is 2 FLOPs) with grouped convolutions' backward counted right and
+    every attention kernel counted alike; torch leaves the CPU's fused kernel out (0 FLOPs)."""
+    mapping = {torch.ops.aten.convolution_backward: _conv_backward_flops}
+    for name in _ATTENTION:
+        mapping[getattr(torch.ops.aten, name)] = _attention_flops
+        mapping[getattr(torch.ops.aten, f"{name}_backward")] = _attention_backward_flops
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def count_flops(fn: Callable[[], T]) -> tuple[T, int]:
