@@ -54,6 +54,10 @@ def test_a_finished_run_without_checkpoints_is_an_earlier_run_too(tmp_path):
     toy(tmp_path, checkpoint_every=0)
     with pytest.raises(RunFolderConflict, match="a finished run's train_summary.json"):
         toy(tmp_path, checkpoint_every=0)
+    exported = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(RunFolderConflict, match="finished at step 4 .* no checkpoint to continue from"):
+        toy(tmp_path, checkpoint_every=0, max_steps=8, resume="latest")  # not a silent fresh run over its export
+    assert sorted(p.name for p in tmp_path.rglob("*")) == exported
 
 
 def test_a_second_run_is_kept_out_of_a_folder_in_use(tmp_path):

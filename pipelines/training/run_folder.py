@@ -8,6 +8,7 @@ budget, logging, checkpoint cadence, workers, ...). With that record:
   one); `overwrite=true` deletes that run's checkpoints and summary first, and only checkpoints that carry a
   record (what a run of this project made): anything else is left for the user to remove;
 - a resume refuses a checkpoint whose run had another identity, naming the keys that differ;
+- a resume that finds no checkpoint but a finished run's summary refuses too, rather than train over its export;
 - checkpoint rotation deletes only checkpoints of this run;
 - the folder is locked while the run lasts (`pipelines.common.locks`), so a second run is refused.
 
@@ -136,6 +137,11 @@ def _decide(cfg, layout: TrainingRunLayout) -> tuple[RunRecord, Optional[Path]]:
         return RunRecord(uuid.uuid4().hex, identity), None
     target = _resume_target(layout, cfg.resume)
     if target is None:
+        if layout.summary.is_file():  # starting afresh would train again and replace its export
+            step = (read_json(layout.summary) or {}).get("step", "?")
+            raise RunFolderConflict(f"output_dir {layout.root} holds a run that finished at step {step} "
+                                    f"({layout.summary.name}) and no checkpoint to continue from: its model is "
+                                    f"exported; overwrite=true trains again, or choose another output_dir")
         return RunRecord(uuid.uuid4().hex, identity), None
     found = RunRecord.read(target)
     _check_same_run(found, identity, target)
