@@ -29,7 +29,7 @@ FLAGS = {
     "data_root": "the real videos FVD compares against (default: the folder the run's came from)",
     "num_fake": "generated videos (default: 2048; synthetic: 16 per class)",
     "num_real": "real clips (default: 2048; synthetic: as many as generated)",
-    "steps": "denoising steps (default 100)",
+    "steps": "denoising steps (default: the sampler's own, DDPM 250 as Latte's protocol, Euler 50)",
     "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
     "guidance_scale": "default: the run's",
     "batch_size": "videos per batch (default 32)",

@@ -19,7 +19,7 @@ FLAGS = {
     "num_videos": "videos to generate (default 4)",
     "seed": "random seed (default 0)",
     "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
-    "steps": "denoising steps (default 250)",
+    "steps": "denoising steps (default: the sampler's own, DDPM 250, Euler 50)",
     "guidance_scale": "classifier-free guidance on the noise (default: the run's, else 1 = none)",
     "output_dir": "where the videos go (default: <run>/samples/class_<k>)",
     "decode_chunk_size": "latent frames decoded at a time (default 1)",

@@ -98,5 +98,5 @@ fi
 stage "5/5 sample and evaluate" "$METRICS" \
   python evaluate.py --run "$RUN" "${SMOKE_EVAL[@]}"
 
-python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 --steps 100 "${SMOKE_SAMPLE[@]}"
+python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 "${SMOKE_SAMPLE[@]}"
 python -m pipelines.evaluation.report summary "$RUN"

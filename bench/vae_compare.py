@@ -99,10 +99,11 @@ def generate_and_score(layout: RunLayout, vae: Path, classifier: Path, dit_overr
 
 
 def shared_classifier(out: Path) -> Path:
+    """train.sh's classifier (its recipe, so the detector cache hands the same one to both): one scale."""
     layout = RunLayout(out / "shared")
     if not (layout.classifier / "config.json").is_file():
-        run("-m", "pipelines.training.classifier_trainer", f"output_dir={layout.classifier_run.root}",
-            "report_to=none")
+        run("-m", "pipelines.training.classifier_trainer", "--config", ROOT / "configs/classifier/default.yaml",
+            f"output_dir={layout.classifier_run.root}", "report_to=none")
     return layout.classifier
 
 

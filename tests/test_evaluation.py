@@ -112,6 +112,8 @@ def test_a_rectified_flow_run_is_evaluated_with_its_own_sampler(tmp_path):
     assert report["results"]["class accuracy"] == pytest.approx(expected["accuracy"])
     with pytest.raises(ConfigError, match="trained with the flow objective"):
         evaluate(EvalConfig(run=str(run.root), scheduler="ddim", num_fake=4, steps=2, num_frames=9))
+    default = evaluate(EvalConfig(run=str(run.root), num_fake=4, batch_size=4, num_frames=9, stats_cache=str(tmp_path)))
+    assert default["protocol"]["steps"] == 50  # Euler's own count (dit.SAMPLING_STEPS)
 
 
 def test_one_progress_bar_per_phase(run, monkeypatch, tmp_path):

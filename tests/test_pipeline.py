@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 import sample
-from dit import DIT_PRESETS, SCHEDULERS, LatteDiT, make_scheduler
+from dit import DIT_PRESETS, SAMPLING_STEPS, SCHEDULERS, LatteDiT, make_scheduler
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
 from pipelines.inference.loading import load_pipeline
@@ -189,3 +189,18 @@ def test_sample_script_writes_videos_and_explains_errors(tmp_path, capsys):
             sample.main(argv)
         last = capsys.readouterr().err.strip().splitlines()[-1]  # after diffusers' loading bar, if any
         assert exit_info.value.code == 2 and last.startswith("sample.py: error: ") and message in last
+
+
+
+def test_without_steps_each_sampler_takes_its_own_count(tmp_path, monkeypatch):
+    """Latte's protocol samples DDPM with 250 steps; Euler on a flow model with 50 (it scores as 100 do)."""
+    asked = []
+    call = LatteVideoPipeline.__call__
+    monkeypatch.setattr(LatteVideoPipeline, "__call__",
+                        lambda self, *a, **kw: asked.append(kw["num_inference_steps"]) or call(self, *a, **kw))
+    for scheduler in ("euler", "ddpm"):
+        tiny_pipeline(scheduler=scheduler).save_pretrained(tmp_path / scheduler / "dit" / "pipeline")
+        common = ["--run", str(tmp_path / scheduler), "--prompt-class", "1", "--num-videos", "1"]
+        assert sample.main(common) == 0
+        assert sample.main([*common, "--steps", "3"]) == 0
+    assert asked == [SAMPLING_STEPS["euler"], 3, SAMPLING_STEPS["ddpm"], 3] == [50, 3, 250, 3]

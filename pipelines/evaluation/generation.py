@@ -24,7 +24,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from dit import scheduler_name
+from dit import SAMPLING_STEPS, scheduler_name
 
 from ..common.errors import ConfigError
 from ..common.files import write_json
@@ -51,7 +51,7 @@ class EvalConfig:
     real_frame_stride: Optional[int] = None  # None: Latte's 3 for ucf101 / sky, 1 for a folder (clips as cut)
     num_fake: Optional[int] = None  # None: the protocol's 2048 (synthetic: 16 per class)
     num_real: Optional[int] = None  # None: 2048 (synthetic: as many as generated)
-    steps: int = 100
+    steps: Optional[int] = None  # None: the sampler's own (dit.SAMPLING_STEPS: DDPM 250 as Latte's protocol, Euler 50)
     scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     guidance_scale: Optional[float] = None  # None: the run's default
     batch_size: int = 32
@@ -222,6 +222,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ConfigError(f"the real videos to compare against are not there: {cfg.data_root} is not a folder")
     pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision, cfg.compile)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
+    if cfg.steps is None:
+        cfg = replace(cfg, steps=SAMPLING_STEPS[scheduler_name(pipe.scheduler)])
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"
     num_fake = cfg.num_fake or (16 * max(k, 1) if synthetic else FVD2048_16F.num_fake)

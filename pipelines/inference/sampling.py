@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from dit import SAMPLING_STEPS, scheduler_name
+
 from ..common.errors import ConfigError
 from ..common.layout import RunLayout
 from .loading import PRECISIONS, find_pipeline, load_pipeline
@@ -21,7 +23,7 @@ class SampleConfig:
     num_videos: int = 4
     seed: int = 0
     scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
-    steps: int = 250  # denoising steps (DDPM respaced, DDIM, DPM-Solver)
+    steps: Optional[int] = None  # denoising steps; None: the sampler's own (dit.SAMPLING_STEPS)
     guidance_scale: Optional[float] = None  # classifier-free guidance; None: the run's default
     output_dir: Optional[str] = None  # None: <run>/samples/<class> (see samples_dir)
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
@@ -58,12 +60,13 @@ def generate(cfg: SampleConfig) -> dict:
         raise ConfigError(f"the model at {path} is class-conditional: pass --prompt-class in [0, {pipe.num_classes - 1}]")
     labels = [cfg.prompt_class] * cfg.num_videos
     guidance = pipe.default_guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale
+    steps = SAMPLING_STEPS[scheduler_name(pipe.scheduler)] if cfg.steps is None else cfg.steps
     try:
-        pipe.check_inputs(labels, cfg.steps, guidance, cfg.decode_chunk_size, "np", None, ())
+        pipe.check_inputs(labels, steps, guidance, cfg.decode_chunk_size, "np", None, ())
     except ValueError as err:
         raise ConfigError(str(err)) from None
     frames = pipe(class_labels=labels if pipe.num_classes else None, num_videos=cfg.num_videos,
-                  num_inference_steps=cfg.steps, guidance_scale=guidance,
+                  num_inference_steps=steps, guidance_scale=guidance,
                   generator=torch.Generator().manual_seed(cfg.seed), decode_chunk_size=cfg.decode_chunk_size,
                   output_type="np").frames  # (B, T, H, W, 3) in [0, 1]
     tag = f"class_{cfg.prompt_class}" if cfg.prompt_class is not None else "unconditional"
