@@ -55,3 +55,8 @@ def objective_of(scheduler) -> str:
 def training_scheduler() -> DDPMScheduler:
     """The DDPM process Latte trains with (`diffusion_loss` reads its betas)."""
     return make_scheduler("ddpm")
+
+
+def sampling_steps(scheduler, asked: int | None) -> int:
+    """The denoising steps to take: `asked`, or `scheduler`'s own count (SAMPLING_STEPS) when None."""
+    return SAMPLING_STEPS[scheduler_name(scheduler)] if asked is None else asked

@@ -24,7 +24,7 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from dit import SAMPLING_STEPS, scheduler_name
+from dit import sampling_steps, scheduler_name
 
 from ..common.errors import ConfigError
 from ..common.files import write_json
@@ -222,8 +222,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         raise ConfigError(f"the real videos to compare against are not there: {cfg.data_root} is not a folder")
     pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision, cfg.compile)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
-    if cfg.steps is None:
-        cfg = replace(cfg, steps=SAMPLING_STEPS[scheduler_name(pipe.scheduler)])
+    cfg = replace(cfg, steps=sampling_steps(pipe.scheduler, cfg.steps))
     resolution = pipe.transformer.config.sample_size * pipe.vae.spatial_compression_ratio
     k, synthetic = pipe.num_classes, cfg.dataset == "synthetic"
     num_fake = cfg.num_fake or (16 * max(k, 1) if synthetic else FVD2048_16F.num_fake)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import torch
 
-from dit import SAMPLING_STEPS, scheduler_name
+from dit import sampling_steps
 
 from ..common.errors import ConfigError
 from ..common.layout import RunLayout
@@ -60,7 +60,7 @@ def generate(cfg: SampleConfig) -> dict:
         raise ConfigError(f"the model at {path} is class-conditional: pass --prompt-class in [0, {pipe.num_classes - 1}]")
     labels = [cfg.prompt_class] * cfg.num_videos
     guidance = pipe.default_guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale
-    steps = SAMPLING_STEPS[scheduler_name(pipe.scheduler)] if cfg.steps is None else cfg.steps
+    steps = sampling_steps(pipe.scheduler, cfg.steps)
     try:
         pipe.check_inputs(labels, steps, guidance, cfg.decode_chunk_size, "np", None, ())
     except ValueError as err:

@@ -19,7 +19,7 @@ from vae import PerFrameVAE, VideoAutoencoder, build_autoencoder
 
 from ..common.config import load_config
 from .dit_trainer import DiTTrainConfig
-from .monitor import flop_counter
+from .monitor import count_flops
 from .vae_trainer import VAETrainConfig
 
 # Dense bfloat16 tensor-core peaks of the SXM parts (NVIDIA's datasheets, without structured sparsity), FLOP/s.
@@ -56,22 +56,16 @@ def latent_shape(vae: VideoAutoencoder, num_frames: int, resolution: int) -> tup
     return vae.latent_channels, vae.latent_num_frames(num_frames), size, size
 
 
-def _traced(fn) -> int:
-    with flop_counter() as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def encode_flops(vae: VideoAutoencoder, num_frames: int, resolution: int) -> int:
     """FLOPs of encoding one clip (what the latent cache pays per clip)."""
     video = torch.empty(1, 3, num_frames, resolution, resolution, device="meta")
-    return _traced(lambda: vae.encode(video).latent_dist.mode())
+    return count_flops(lambda: vae.encode(video).latent_dist.mode())[1]
 
 
 def vae_step_flops(vae: VideoAutoencoder, num_frames: int, resolution: int) -> int:
     """FLOPs of one clip's autoencoder training step: encode, decode, backward (without LPIPS and the GAN)."""
     video = torch.empty(1, 3, num_frames, resolution, resolution, device="meta")
-    return _traced(lambda: vae.train()(video).sample.sum().backward())
+    return count_flops(lambda: vae.train()(video).sample.sum().backward())[1]
 
 
 def dit_step_flops(cfg: DiTTrainConfig, shape: tuple[int, int, int, int], num_classes: int) -> int:
@@ -84,7 +78,7 @@ def dit_step_flops(cfg: DiTTrainConfig, shape: tuple[int, int, int, int], num_cl
                        num_classes=num_classes, learn_sigma=make_objective(cfg.objective).learn_sigma)
         x = torch.empty(1, channels, frames + cfg.num_images, height, height)
         t = torch.zeros(1, dtype=torch.long)
-    return _traced(lambda: dit(x, t, num_images=cfg.num_images).sample.sum().backward())
+    return count_flops(lambda: dit(x, t, num_images=cfg.num_images).sample.sum().backward())[1]
 
 
 @dataclass
