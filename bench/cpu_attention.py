@@ -1,12 +1,13 @@
-"""Why the DiT's attention runs in float32 on a CPU (`dit.layers.attention`): ATen's fused attention, forward +
-backward, in float32 and bfloat16, at the DiT's attention shapes.
+"""Why the DiT's short attention runs in float32 on a CPU (`dit.layers.attention`): ATen's fused attention,
+forward + backward, in float32 (the bfloat16 inputs cast, as the model does) and bfloat16, at the DiT's shapes.
 
     python bench/cpu_attention.py                 # the default run's and Latte-S/2's shapes, median of 20
     python bench/cpu_attention.py --repeats 50
 
 Each row is one (groups, heads, length, head dim) shape: the default run's spatial (16 clips x 5 frames, 16
 tokens) and temporal (16 clips x 16 positions, 5 frames) attention of Latte-T/2, and Latte-S/2's at 17 frames,
-256 px. Run it on an idle machine.
+256 px, and a sweep over sequence length and head dim at 4096 tokens (where the cheaper one changes). Run it
+on an idle machine.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ SHAPES = {
     "Latte-T/2 temporal, default run": (256, 3, 5, 64),
     "Latte-S/2 spatial, 17 frames 256 px": (5, 6, 256, 64),
     "Latte-S/2 temporal, 17 frames 256 px": (256, 6, 5, 64),
+    **{f"sweep L={length} d={dim}": (4096 // length, 6, length, dim) for length in (64, 128, 256, 512, 1024)
+       for dim in (32, 64)},
 }
 
 
 def step_ms(shape: tuple[int, ...], dtype: torch.dtype, repeats: int) -> float:
-    q, k, v = (torch.randn(*shape, dtype=dtype, requires_grad=True) for _ in range(3))
+    """Forward + backward of bfloat16 q, k, v, attended in `dtype`."""
+    q, k, v = (torch.randn(*shape, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     times = []
     for i in range(repeats + 3):
         start = time.perf_counter()
-        F.scaled_dot_product_attention(q, k, v).sum().backward()
+        F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype)).sum().backward()
         if i >= 3:  # after warm-up
             times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e3

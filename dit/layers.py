@@ -20,10 +20,12 @@ def per_frame(mod: torch.Tensor) -> torch.Tensor:
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product attention of (G, H, L, d) tensors, in float32 on a CPU: there ATen's fused kernel runs
-    its bfloat16 backward up to 9x slower than float32's at the DiT's short sequences (16 tokens: 9.8 vs 1.1 ms)
-    and about as fast at long ones (`python bench/cpu_attention.py`); CPU autocast would cast it back to bfloat16."""
-    if q.device.type != "cpu":
+    """Scaled dot-product attention of (G, H, L, d) tensors. On a CPU, ATen's fused bfloat16 backward is up to 8x
+    slower than float32's at short sequences (16 tokens, d 64: 9.8 vs 1.2 ms) and pays only once L x d^2 reaches
+    2^20 (256 tokens at d 64: 0.86x, 1024 at d 32: 0.94x; `python bench/cpu_attention.py`), so shorter bfloat16
+    attention runs in float32, with autocast off around it (CPU autocast would cast it back to bfloat16)."""
+    length, dim = q.shape[-2:]
+    if q.device.type != "cpu" or length * dim**2 >= 1 << 20:
         return F.scaled_dot_product_attention(q, k, v)
     with torch.autocast("cpu", enabled=False):
         return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
