@@ -6,6 +6,8 @@
         --stream-frames 33 65 129                  # WF-VAE vs the official code (a checkout of PKU-YuanGroup/WF-VAE)
     python bench/vae_speed.py --model ivvae-z16 --frames 33 --skip-wan --official /tmp/ivvae --also lean-4ch \
         --stream-frames 33 65 129                  # IV-VAE vs the official code (a checkout of ali-vilab/iv-vae)
+    python bench/vae_speed.py --skip-wan --official /tmp/leanvae --stream-frames 17  # LeanVAE vs the official code
+                                                   # (westlake-repl/LeanVAE; it imports beartype, PyWavelets)
     python bench/vae_speed.py --model AutoencoderKLLTXVideo --skip-wan  # a diffusers video VAE at its released
                                                    # size (random weights), or --model <a diffusers VAE folder>
 
@@ -29,9 +31,9 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from contextlib import nullcontext
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import torch
@@ -39,8 +41,12 @@ from accelerate import PartialState
 
 from pipelines.data import probe, read_frames
 from pipelines.data.clips import frames_to_tensor
-from pipelines.training.monitor import (conv_flops_per_second, flop_counter, matmul_flops_per_second,
-                                        peak_flops_per_second)
+from pipelines.training.monitor import (
+    conv_flops_per_second,
+    flop_counter,
+    matmul_flops_per_second,
+    peak_flops_per_second,
+)
 from vae import DiffusersVideoVAE, build_autoencoder, load_autoencoder
 from vae.diffusers_video import VIDEO_VAES
 
@@ -91,16 +97,52 @@ class OfficialIVVAE(torch.nn.Module):
         official.sample = lambda mu, log_var, deterministic=False: mu
 
     def encode(self, x):
-        return SimpleNamespace(latent_dist=SimpleNamespace(mode=lambda z=self.official.encode(x): z))
+        return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda z=self.official.encode(x): z))
 
     def decode(self, z):
-        return SimpleNamespace(sample=self.official.decode(z))
+        return types.SimpleNamespace(sample=self.official.decode(z))
+
+
+class OfficialLeanVAE(torch.nn.Module):
+    """The official LeanVAE behind the same calls: its videos are in [-0.5, 0.5] (ours: [-1, 1]); its `encode`
+    returns the bottleneck's measurement, our posterior mean."""
+
+    def __init__(self, official):
+        super().__init__()
+        self.official = official
+
+    def encode(self, x):
+        return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda z=self.official.encode(x / 2): z))
+
+    def decode(self, z):
+        return types.SimpleNamespace(sample=2 * self.official.decode(z))
+
+
+def build_official_leanvae(config, checkout: str) -> OfficialLeanVAE:
+    """The official LeanVAE at our config's size, with its own random initialisation (the time does not depend on
+    the weights; the released-weight equality is tests/test_leanvae.py's). Its package `__init__` needs Lightning
+    and a video reader, so the package is made without it, as tests/data/make_leanvae_golden.py does."""
+    package = types.ModuleType("LeanVAE")
+    package.__path__ = [str(Path(checkout) / "LeanVAE")]
+    sys.modules["LeanVAE"] = package
+    try:
+        from LeanVAE.models.autoencoder import LeanVAE as Official
+    except ImportError as error:
+        raise SystemExit(f"the official LeanVAE needs {error.name}: pip install beartype PyWavelets") from None
+    return OfficialLeanVAE(Official(argparse.Namespace(
+        embedding_dim=config.lc_dim + config.hc_dim, latent_dim=config.latent_channels, l_dim=config.lc_dim,
+        h_dim=config.hc_dim, sep_num_layer=config.branch_layers, fusion_num_layer=config.fusion_layers,
+        ista_iter_num=config.ista_phases, ista_layer_num=config.ista_depth, use_tile_inference=False)))
 
 
 def build_official(args, device: torch.device) -> torch.nn.Module:
-    """The official class of --model's family, from the --official checkout, holding our model's weights."""
+    """The official class of --model's family, from the --official checkout: WF-VAE and IV-VAE holding our model's
+    weights, LeanVAE at our model's size."""
     sys.path.insert(0, args.official)
     ours = build(args.model, args, torch.device("cpu"))
+    if type(ours).__name__ == "LeanVAE":
+        torch.manual_seed(0)
+        return build_official_leanvae(ours.config, args.official).to(device).eval()
     if type(ours).__name__ == "IVVAE":
         from models.vae3d import VAutoencoder3d
 
@@ -253,8 +295,9 @@ def main() -> None:
     parser.add_argument("--stream-frames", type=int, nargs="+", default=[17, 65, 129])
     parser.add_argument("--vae", default=None, help="a trained VAE folder of --model for the PSNR column")
     parser.add_argument("--also", nargs="*", default=[], help="more presets of ours to time side by side (fp32)")
-    parser.add_argument("--official", default=None, help="a checkout of PKU-YuanGroup/WF-VAE (for wfvae-*) or "
-                        "ali-vilab/iv-vae (for ivvae-*): time the official class with the same weights")
+    parser.add_argument("--official", default=None, help="a checkout of PKU-YuanGroup/WF-VAE (for wfvae-*),"
+                        " ali-vilab/iv-vae (for ivvae-*) or westlake-repl/LeanVAE (for lean-*): time the official "
+                        "class (WF-VAE, IV-VAE: with the same weights)")
     parser.add_argument("--device", default=None, help="default: the accelerator accelerate picks")
     parser.add_argument("--skip-wan", action="store_true")
     parser.add_argument("--measure", choices=["encode", "decode", "chunked", "stream"], help=argparse.SUPPRESS)
@@ -277,7 +320,7 @@ def main() -> None:
     rows += [row(f"{preset} fp32", preset, build(preset, args, device), x, args, False, False) for preset in args.also]
     if args.official:
         official = build("official", args, device)
-        family = "IV-VAE" if isinstance(official, OfficialIVVAE) else "WF-VAE"
+        family = {OfficialIVVAE: "IV-VAE", OfficialLeanVAE: "LeanVAE"}.get(type(official), "WF-VAE")
         rows.append(row(f"official {family} fp32", "official", official, x, args, False, True))
     if not args.skip_wan:
         rows.append(row("AutoencoderKLWan fp32", "wan", build("wan", args, device), x, args, False, True))

@@ -148,3 +148,17 @@ def test_lightning_checkpoints_load_and_other_files_are_refused(tmp_path):
         load_autoencoder(tmp_path / "other.ckpt")
     with pytest.raises(FileNotFoundError, match="huggingface.co/Yumic/LeanVAE"):
         LeanVAE.from_official_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_feed_forward_in_token_slices_is_the_training_function(monkeypatch):
+    """Inference runs the GEGLU feed-forward in slices of tokens, in place; training in one piece, with a graph."""
+    from vae.leanvae.layers import GEGLUFeedForward
+
+    monkeypatch.setattr(GEGLUFeedForward, "INFERENCE_TOKENS", 7)  # 2 x 3 x 4 x 5 = 120 tokens: 18 slices
+    torch.manual_seed(0)
+    ff, x = GEGLUFeedForward(12), torch.randn(2, 3, 4, 5, 12)
+    whole = ff(x)
+    assert whole.requires_grad
+    with torch.no_grad():
+        sliced = ff(x)
+    torch.testing.assert_close(sliced, whole.detach(), rtol=1e-5, atol=1e-6)
