@@ -9,8 +9,8 @@ with --official, the official Latte code.
 All models get the same width, depth (diffusers' `num_layers` counts spatial+temporal pairs, ours counts
 blocks) and heads, learned sigma and no cross-attention; ours and diffusers' exact-GELU MLPs, the official
 Latte its tanh GELU and its `attention_mode` (released default "math"; "flash" is torch's fused attention).
-All are timed in --precision (float32, or bfloat16 autocast) on the same inputs with the IDDPM hybrid loss and fused AdamW, alternating repeats so
-machine noise hits every model alike.
+All are timed in --precision (float32, or bfloat16 autocast) on the same inputs with the IDDPM hybrid loss and
+fused AdamW, alternating repeats so machine noise hits every model alike.
 GFLOP/s counts matmul/attention FLOPs (torch.utils.flop_counter) over the median wall time; "% matmul" is
 the median over repeats of a step's GFLOP/s over a 2048x2048 float32 matmul's, measured right before it;
 "normalised" compares medians of step time x that matmul speed, which cancels most drift in machine load.
@@ -83,7 +83,6 @@ class Runner:
     def __init__(self, model: torch.nn.Module, kind: str, batch: int, shape: tuple[int, ...], bf16: bool):
         g = torch.Generator().manual_seed(0)
         self.model, self.kind = model, kind
-        self.precision = lambda: torch.autocast("cpu", torch.bfloat16) if bf16 else contextlib.nullcontext()
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0, fused=True)
         self.scheduler = training_scheduler()
         self.x0 = torch.randn(batch, *shape, generator=g)
@@ -96,6 +95,10 @@ class Runner:
         self.caption = torch.randn(batch, 1, caption_channels, generator=g)
         self.x_t_frames_first = self.x_t.transpose(1, 2).contiguous()  # (B, F, C, H, W)
         self.params = sum(p.numel() for p in model.parameters())
+        self.bf16 = bf16
+
+    def precision(self):
+        return torch.autocast(self.x0.device.type, torch.bfloat16) if self.bf16 else contextlib.nullcontext()
 
     def forward(self) -> torch.Tensor:
         if self.kind == "ours":

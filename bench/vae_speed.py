@@ -87,52 +87,44 @@ def clip(frames: int, size: int, device: torch.device) -> torch.Tensor:
     return frames_to_tensor(read_frames(CLIP, indices), size).unsqueeze(0).to(device)  # (1, 3, T, H, W)
 
 
-class OfficialIVVAE(torch.nn.Module):
-    """The official IV-VAE behind the diffusers-style calls this script makes: `encode` gives the posterior mean
-    (the official one draws a sample), latents without the released scale / shift (ours: latents_mean / std)."""
+class OfficialVAE(torch.nn.Module):
+    """An official IV-VAE or LeanVAE behind the diffusers-style calls this script makes. `encode` gives the
+    posterior mean (IV-VAE: its sampling replaced by the mean; LeanVAE: the bottleneck's measurement), latents
+    without released scale / shift. `scale`: our [-1, 1] video range over the official one (LeanVAE: [-0.5, 0.5])."""
 
-    def __init__(self, official):
+    def __init__(self, official, family: str, scale: float = 1.0):
         super().__init__()
-        self.official = official
-        official.sample = lambda mu, log_var, deterministic=False: mu
+        self.official, self.family, self.scale = official, family, scale
 
     def encode(self, x):
-        return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda z=self.official.encode(x): z))
+        z = self.official.encode(x / self.scale)
+        return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda: z))
 
     def decode(self, z):
-        return types.SimpleNamespace(sample=self.official.decode(z))
+        return types.SimpleNamespace(sample=self.scale * self.official.decode(z))
 
 
-class OfficialLeanVAE(torch.nn.Module):
-    """The official LeanVAE behind the same calls: its videos are in [-0.5, 0.5] (ours: [-1, 1]); its `encode`
-    returns the bottleneck's measurement, our posterior mean."""
-
-    def __init__(self, official):
-        super().__init__()
-        self.official = official
-
-    def encode(self, x):
-        return types.SimpleNamespace(latent_dist=types.SimpleNamespace(mode=lambda z=self.official.encode(x / 2): z))
-
-    def decode(self, z):
-        return types.SimpleNamespace(sample=2 * self.official.decode(z))
-
-
-def build_official_leanvae(config, checkout: str) -> OfficialLeanVAE:
+def build_official_leanvae(config, checkout: str) -> OfficialVAE:
     """The official LeanVAE at our config's size, with its own random initialisation (the time does not depend on
     the weights; the released-weight equality is tests/test_leanvae.py's). Its package `__init__` needs Lightning
     and a video reader, so the package is made without it, as tests/data/make_leanvae_golden.py does."""
+    if not (Path(checkout) / "LeanVAE" / "models" / "autoencoder.py").is_file():
+        print(f"--official {checkout}: no LeanVAE/models/autoencoder.py there; clone westlake-repl/LeanVAE",
+              file=sys.stderr)
+        raise SystemExit(2)
     package = types.ModuleType("LeanVAE")
     package.__path__ = [str(Path(checkout) / "LeanVAE")]
     sys.modules["LeanVAE"] = package
     try:
         from LeanVAE.models.autoencoder import LeanVAE as Official
     except ImportError as error:
-        raise SystemExit(f"the official LeanVAE needs {error.name}: pip install beartype PyWavelets") from None
-    return OfficialLeanVAE(Official(argparse.Namespace(
+        print(f"the official LeanVAE needs {error.name}: pip install beartype PyWavelets", file=sys.stderr)
+        raise SystemExit(2) from None
+    return OfficialVAE(Official(argparse.Namespace(
         embedding_dim=config.lc_dim + config.hc_dim, latent_dim=config.latent_channels, l_dim=config.lc_dim,
         h_dim=config.hc_dim, sep_num_layer=config.branch_layers, fusion_num_layer=config.fusion_layers,
-        ista_iter_num=config.ista_phases, ista_layer_num=config.ista_depth, use_tile_inference=False)))
+        ista_iter_num=config.ista_phases, ista_layer_num=config.ista_depth, use_tile_inference=False)),
+        "LeanVAE", scale=2.0)
 
 
 def build_official(args, device: torch.device) -> torch.nn.Module:
@@ -150,7 +142,8 @@ def build_official(args, device: torch.device) -> torch.nn.Module:
                                num_res_blocks=ours.config.num_res_blocks, attn_scales=[],
                                temperal_downsample=[False, True, True], dropout=0.0)
         model.load_state_dict(ours.state_dict())
-        return OfficialIVVAE(model).to(device).eval()
+        model.sample = lambda mu, log_var, deterministic=False: mu
+        return OfficialVAE(model, "IV-VAE").to(device).eval()
     from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
 
     model = WFVAEModel(**{key: ours.config[key] for key in OFFICIAL_KEYS})
@@ -320,7 +313,7 @@ def main() -> None:
     rows += [row(f"{preset} fp32", preset, build(preset, args, device), x, args, False, False) for preset in args.also]
     if args.official:
         official = build("official", args, device)
-        family = {OfficialIVVAE: "IV-VAE", OfficialLeanVAE: "LeanVAE"}.get(type(official), "WF-VAE")
+        family = getattr(official, "family", "WF-VAE")
         rows.append(row(f"official {family} fp32", "official", official, x, args, False, True))
     if not args.skip_wan:
         rows.append(row("AutoencoderKLWan fp32", "wan", build("wan", args, device), x, args, False, True))
