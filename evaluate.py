@@ -32,6 +32,7 @@ FLAGS = {
     "steps": "denoising steps (default: the sampler's own, DDPM 250 as Latte's protocol, Euler 50)",
     "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
     "guidance_scale": "default: the run's",
+    "guidance_interval": "[low,high]: guide only steps at noise levels t/T in it (default: the run's)",
     "batch_size": "videos per batch (default 32)",
     "seed": "random seed (default 0)",
     "device": "default: the accelerator accelerate picks",

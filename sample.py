@@ -21,6 +21,7 @@ FLAGS = {
     "scheduler": "the run's own (default); ddpm, ddim or dpm for IDDPM models, euler for rectified flow",
     "steps": "denoising steps (default: the sampler's own, DDPM 250, Euler 50)",
     "guidance_scale": "classifier-free guidance on the noise (default: the run's, else 1 = none)",
+    "guidance_interval": "[low,high]: guide only steps at noise levels t/T in it (default: the run's)",
     "output_dir": "where the videos go (default: <run>/samples/class_<k>)",
     "decode_chunk_size": "latent frames decoded at a time (default 1)",
     "precision": "fp32 (default), bf16 or fp16 for the DiT",

@@ -11,7 +11,9 @@ from dit import DIT_PRESETS, SAMPLING_STEPS, SCHEDULERS, LatteDiT, make_schedule
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
 from pipelines.inference.loading import load_pipeline
-from pipelines.inference.sampling import samples_dir
+from pipelines.evaluation.generation import EvalConfig
+from pipelines.inference.sampling import SampleConfig, samples_dir
+from pipelines.training.dit_trainer import DiTTrainConfig
 from vae import build_autoencoder
 
 
@@ -120,6 +122,49 @@ def test_default_guidance_is_the_pipelines():
                        run(pipe, class_labels=[1], guidance_scale=2.0, output_type="latent"))
     assert not torch.equal(run(pipe, class_labels=[1], output_type="latent"),
                            run(pipe, class_labels=[1], guidance_scale=1.0, output_type="latent"))
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "euler"])
+def test_guidance_interval_guides_exactly_the_steps_inside_it(scheduler):
+    pipe = tiny_pipeline(scheduler=scheduler)
+    interval = (0.3, 0.8)
+    got = run(pipe, class_labels=[1, 3], guidance_scale=3.0, guidance_interval=interval, output_type="latent")
+    generator = torch.Generator().manual_seed(0)  # the loop of __call__, written out: guided only inside
+    latents = pipe.prepare_latents(2, torch.float32, torch.device("cpu"), generator)
+    pipe.scheduler.set_timesteps(4)
+    guided = []
+    with torch.no_grad():
+        for t in pipe.scheduler.timesteps:
+            level = float(t) / 1000
+            guided.append(interval[0] <= level <= interval[1])
+            out = pipe._model_output(latents, t, torch.tensor([1, 3]), 3.0 if guided[-1] else 1.0)
+            latents = pipe.scheduler.step(out, t, latents, generator=generator).prev_sample
+    assert any(guided) and not all(guided)  # the interval splits these 4 steps
+    assert torch.allclose(got, latents, atol=1e-6)
+    everywhere = run(pipe, class_labels=[1, 3], guidance_scale=3.0, output_type="latent")
+    assert torch.equal(everywhere, run(pipe, class_labels=[1, 3], guidance_scale=3.0, guidance_interval=[0, 1],
+                                       output_type="latent"))
+    assert not torch.allclose(got, everywhere, atol=1e-3)
+
+
+def test_the_default_guidance_interval_is_saved_and_checked(tmp_path):
+    pipe = tiny_pipeline()
+    assert pipe.default_guidance_interval == (0.0, 1.0)  # Latte's: every step
+    pipe.register_to_config(default_guidance_interval=[0.2, 0.85])
+    pipe.save_pretrained(tmp_path / "pipeline")
+    loaded = LatteVideoPipeline.from_pretrained(tmp_path / "pipeline")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.default_guidance_interval == (0.2, 0.85)
+    assert torch.equal(run(loaded, class_labels=[1], output_type="latent"),
+                       run(loaded, class_labels=[1], guidance_interval=[0.2, 0.85], output_type="latent"))
+    for bad in ([0.5, 0.2], [0.2], [-0.1, 0.5], [0.2, 1.5]):
+        with pytest.raises(ValueError, match="0 <= low < high <= 1"):
+            run(pipe, class_labels=[1], guidance_interval=bad)
+    with pytest.raises(ConfigError, match="0 <= low < high <= 1"):
+        LatteVideoPipeline(pipe.transformer, pipe.vae, pipe.scheduler, default_guidance_interval=(1.0, 1.0))
+    for config in (DiTTrainConfig, EvalConfig, SampleConfig):  # a config's bad interval fails before any work
+        with pytest.raises(ConfigError, match="0 <= low < high <= 1"):
+            config(guidance_interval=[0.9, 0.1])
 
 
 def test_chunked_decoding_inside_the_pipeline_equals_full():

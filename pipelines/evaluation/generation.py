@@ -32,6 +32,7 @@ from ..common.layout import RunLayout
 from ..common.pixels import to_uint8
 from ..common.seeding import keyed_generator
 from ..inference.loading import find_pipeline, load_pipeline, training_data
+from ..inference.pipeline_latte import check_guidance_interval
 from ..data.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
 from .detectors import C3D_UCF101, I3D, detector_cache_dir, detector_path, folder_sha256, load_detector, sha256_of
@@ -54,6 +55,7 @@ class EvalConfig:
     steps: Optional[int] = None  # None: the sampler's own (dit.SAMPLING_STEPS: DDPM 250 as Latte's protocol, Euler 50)
     scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     guidance_scale: Optional[float] = None  # None: the run's default
+    guidance_interval: Optional[list[float]] = None  # [low, high] noise levels guided; None: the run's default
     batch_size: int = 32
     seed: int = 0
     device: Optional[str] = None
@@ -74,6 +76,8 @@ class EvalConfig:
         for key in ("steps", "batch_size", "num_frames", "real_frame_stride"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.guidance_interval is not None:
+            check_guidance_interval(self.guidance_interval)
 
 
 class _Scores:
@@ -131,6 +135,7 @@ def _generate(pipe, labels: list, indices: list[int], cfg: EvalConfig) -> Iterat
         for batch in batches:
             latents = pipe(class_labels=[labels[i] for i in batch] if pipe.num_classes else None,
                            num_videos=len(batch), num_inference_steps=cfg.steps, guidance_scale=guidance,
+                           guidance_interval=cfg.guidance_interval,
                            output_type="latent", generator=[keyed_generator(cfg.seed, i) for i in batch],
                            callback_on_step_end=tick).frames
             videos = pipe.decode_latents(latents)  # (B, 3, T, H, W) in [-1, 1]
@@ -265,11 +270,13 @@ def evaluate(cfg: EvalConfig) -> dict:
 def _protocol(cfg: EvalConfig, pipe, real: _RealSide, num_fake: int, num_real: int) -> dict:
     """Everything a number depends on, so it can be re-derived."""
     guidance = cfg.guidance_scale if cfg.guidance_scale is not None else pipe.default_guidance_scale
+    interval = cfg.guidance_interval if cfg.guidance_interval is not None else pipe.default_guidance_interval
     return {**real.protocol, "num_real": num_real, "num_fake": num_fake, "dataset": cfg.dataset,
             "split": real.reference.identity.get("split", "held-out synthetic"),
             "real_frame_stride": real.reference.identity.get("stride", 1), "real_clip_seed": cfg.seed,
             "real_videos_too_short": real.too_short, "real_videos_unreadable": real.skipped,
             "ceiling_clips_padded_to": real.for_vae.identity.get("padded_to"),
             "detector_sha256": real.scores.sha256, "sampler": scheduler_name(pipe.scheduler), "steps": cfg.steps,
-            "guidance_scale": guidance, "guidance_channels": pipe.config.guidance_channels, "seed": cfg.seed,
+            "guidance_scale": guidance, "guidance_interval": list(interval),
+            "guidance_channels": pipe.config.guidance_channels, "seed": cfg.seed,
             "processes": PartialState().num_processes, "real_statistics_from_cache": real.cached}

@@ -7,7 +7,8 @@ bundled video VAE.
 
 The DiT predicts noise and (learned sigma) a variance interpolation: 2C channels; or, trained with rectified
 flow, a velocity (C channels) that `FlowMatchEulerDiscreteScheduler` integrates. Classifier-free guidance
-mixes the noise (velocity) channels only (all of them, or the first `guidance_channels` as Latte's official sampler). DDPM
+mixes the noise (velocity) channels only (all of them, or the first `guidance_channels` as Latte's official sampler),
+at the steps whose noise level t / T lies in `guidance_interval` (default: all of them). DDPM
 gets both halves (`variance_type="learned_range"` respaces IDDPM's learned variance correctly); DDIM and
 DPM-Solver are given only the noise half. Latents are denormalised with the
 VAE's `latents_mean/std` and decoded with causal-cache chunks, so memory is set by `decode_chunk_size`, not by
@@ -31,7 +32,18 @@ from diffusers.video_processor import VideoProcessor
 import dit as _dit  # noqa: F401
 import vae as _vae  # noqa: F401
 
+from ..common.errors import ConfigError
+
 OUTPUT_TYPES = ("pt", "np", "pil", "latent")
+
+
+def check_guidance_interval(interval: Sequence[float]) -> tuple[float, float]:
+    """(low, high) of a guidance interval: noise levels t / T, 0 <= low < high <= 1; a ConfigError (a ValueError)
+    otherwise."""
+    if len(interval) != 2 or not 0.0 <= interval[0] < interval[1] <= 1.0:
+        raise ConfigError(f"guidance_interval is [low, high] noise levels with 0 <= low < high <= 1, "
+                         f"got {list(interval)}")
+    return float(interval[0]), float(interval[1])
 
 
 @dataclass
@@ -44,15 +56,19 @@ class LatteVideoPipeline(DiffusionPipeline):
     _callback_tensor_inputs = ["latents"]
 
     def __init__(self, transformer, vae, scheduler, class_names: Optional[list] = None,
-                 default_guidance_scale: float = 1.0, guidance_channels: Optional[int] = None):
+                 default_guidance_scale: float = 1.0, guidance_channels: Optional[int] = None,
+                 default_guidance_interval: Sequence[float] = (0.0, 1.0)):
         super().__init__()
         # Inference only: no label dropout (the DiT drops labels in training mode) even for models made in code.
         self.register_modules(transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler)
         # Saved in model_index.json: what the classes are called and the guidance the recipe samples with.
         # guidance_channels=4 guides only the first 4 noise channels, as Latte's official sampler does (it matters
-        # for 16-channel latents; published numbers were made so); None guides them all.
+        # for 16-channel latents; published numbers were made so); None guides them all. The interval limits
+        # guidance to middle noise levels (Kynkaanniemi et al. 2024): at the noisiest steps it pulls every video
+        # of a class towards one layout, at the last ones it only sharpens what is already decided.
         self.register_to_config(class_names=list(class_names or []), default_guidance_scale=default_guidance_scale,
-                                guidance_channels=guidance_channels)
+                                guidance_channels=guidance_channels,
+                                default_guidance_interval=list(check_guidance_interval(default_guidance_interval)))
         self.video_processor = VideoProcessor(vae_scale_factor=vae.spatial_compression_ratio)
 
     @property
@@ -62,6 +78,11 @@ class LatteVideoPipeline(DiffusionPipeline):
     @property
     def default_guidance_scale(self) -> float:
         return float(self.config.default_guidance_scale)
+
+    @property
+    def default_guidance_interval(self) -> tuple[float, float]:
+        lo, hi = self.config.default_guidance_interval
+        return float(lo), float(hi)
 
     @property
     def num_classes(self) -> int:
@@ -78,7 +99,8 @@ class LatteVideoPipeline(DiffusionPipeline):
 
     def check_inputs(self, class_labels: list, num_inference_steps: int, guidance_scale: float,
                      decode_chunk_size: Optional[int], output_type: str, generator,
-                     callback_on_step_end_tensor_inputs: Sequence[str]) -> None:
+                     callback_on_step_end_tensor_inputs: Sequence[str],
+                     guidance_interval: Sequence[float] = (0.0, 1.0)) -> None:
         k = self.num_classes
         if k == 0 and any(c is not None for c in class_labels):
             raise ValueError("this model is unconditional (num_classes=0): pass class_labels=None")
@@ -91,6 +113,7 @@ class LatteVideoPipeline(DiffusionPipeline):
         if guidance_scale < 1.0 or (guidance_scale > 1.0 and k == 0):
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), and 1 for an unconditional model; "
                              f"got {guidance_scale}")
+        check_guidance_interval(guidance_interval)
         if decode_chunk_size is not None and decode_chunk_size < 1:
             raise ValueError(f"decode_chunk_size counts latent frames and must be >= 1, got {decode_chunk_size}")
         if output_type not in OUTPUT_TYPES:
@@ -146,6 +169,7 @@ class LatteVideoPipeline(DiffusionPipeline):
         num_videos: Optional[int] = None,
         num_inference_steps: int = 250,
         guidance_scale: Optional[float] = None,
+        guidance_interval: Optional[Sequence[float]] = None,
         generator: Union[torch.Generator, list[torch.Generator], None] = None,
         latents: Optional[torch.Tensor] = None,
         decode_chunk_size: Optional[int] = 1,
@@ -156,14 +180,18 @@ class LatteVideoPipeline(DiffusionPipeline):
     ):
         """Generate one video per entry of `class_labels` (or `num_videos` unconditional ones).
 
-        `guidance_scale` defaults to the pipeline's `default_guidance_scale`; `generator` may be a list, one per
-        video, which makes each video the same whatever batch it is generated in. `callback_on_step_end(pipe,
-        i, t, tensors)` runs after every denoising step and may return replacements for `tensors`.
+        `guidance_scale` defaults to the pipeline's `default_guidance_scale`, `guidance_interval` ([low, high]:
+        guide only the steps at noise levels t / T within it) to its `default_guidance_interval`; `generator` may
+        be a list, one per video, which makes each video the same whatever batch it is generated in.
+        `callback_on_step_end(pipe, i, t, tensors)` runs after every denoising step and may return replacements
+        for `tensors`.
         """
         class_labels = list(class_labels) if class_labels is not None else [None] * (num_videos or 1)
         guidance_scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        interval = self.default_guidance_interval if guidance_interval is None else guidance_interval
         self.check_inputs(class_labels, num_inference_steps, guidance_scale, decode_chunk_size, output_type,
-                          generator, callback_on_step_end_tensor_inputs)
+                          generator, callback_on_step_end_tensor_inputs, interval)
+        low, high = check_guidance_interval(interval)
         device, dtype = self._execution_device, self.transformer.dtype
         labels = None
         if self.num_classes > 0:
@@ -173,7 +201,9 @@ class LatteVideoPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(self.scheduler.timesteps)) as bar:
             for i, t in enumerate(self.scheduler.timesteps):
                 model_in = self.scheduler.scale_model_input(latents, t) if self._scales_input else latents
-                model_out = self._model_output(model_in, t, labels, guidance_scale)
+                level = float(t) / self.scheduler.config.num_train_timesteps  # 0: data, 1: noise
+                scale = guidance_scale if low <= level <= high else 1.0  # 1: one unguided pass
+                model_out = self._model_output(model_in, t, labels, scale)
                 latents = self.scheduler.step(model_out, t, latents, generator=generator).prev_sample
                 if callback_on_step_end is not None:
                     available = {"latents": latents}

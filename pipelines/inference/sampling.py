@@ -13,6 +13,7 @@ from dit import sampling_steps
 from ..common.errors import ConfigError
 from ..common.layout import RunLayout
 from .loading import PRECISIONS, find_pipeline, load_pipeline
+from .pipeline_latte import check_guidance_interval
 from ..data.media import save_grid, save_videos
 
 
@@ -25,6 +26,7 @@ class SampleConfig:
     scheduler: Optional[str] = None  # None: the run's own; ddpm | ddim | dpm (IDDPM models), euler (flow)
     steps: Optional[int] = None  # denoising steps; None: the sampler's own (dit.SAMPLING_STEPS)
     guidance_scale: Optional[float] = None  # classifier-free guidance; None: the run's default
+    guidance_interval: Optional[list[float]] = None  # [low, high] noise levels guided; None: the run's default
     output_dir: Optional[str] = None  # None: <run>/samples/<class> (see samples_dir)
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
     precision: str = "fp32"  # fp32 | bf16 | fp16, for the DiT
@@ -39,6 +41,8 @@ class SampleConfig:
         for name in ("precision", "vae_precision"):
             if getattr(self, name) not in PRECISIONS:
                 raise ConfigError(f"{name} must be one of {', '.join(PRECISIONS)}, got {getattr(self, name)!r}")
+        if self.guidance_interval is not None:
+            check_guidance_interval(self.guidance_interval)
 
 
 def samples_dir(run: Optional[str], pipeline: Path) -> Path:
@@ -66,7 +70,7 @@ def generate(cfg: SampleConfig) -> dict:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     frames = pipe(class_labels=labels if pipe.num_classes else None, num_videos=cfg.num_videos,
-                  num_inference_steps=steps, guidance_scale=guidance,
+                  num_inference_steps=steps, guidance_scale=guidance, guidance_interval=cfg.guidance_interval,
                   generator=torch.Generator().manual_seed(cfg.seed), decode_chunk_size=cfg.decode_chunk_size,
                   output_type="np").frames  # (B, T, H, W, 3) in [0, 1]
     tag = f"class_{cfg.prompt_class}" if cfg.prompt_class is not None else "unconditional"

@@ -25,7 +25,7 @@ from ..common.files import export_pretrained, write_json
 from ..data import DataConfig
 from ..data.media import save_grid
 from ..inference.loading import TRAINING_DATA
-from ..inference.pipeline_latte import LatteVideoPipeline
+from ..inference.pipeline_latte import LatteVideoPipeline, check_guidance_interval
 from .latent_cache import check_cache
 from .joint_images import WithImages
 from .latent_hub import open_latents
@@ -69,6 +69,7 @@ class DiTTrainConfig(RunConfig):
     num_images: int = 0
     sample_latents: bool = True  # draw latents from the cached posterior instead of taking its mean
     guidance_scale: float = 1.0  # the exported pipeline's default for sample.py (UCF-101: 7.0)
+    guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # noise levels guided: all (Latte's)
     sample_every: int = 1000  # 0: sample videos only at the end
     sample_steps: int = 50
     sample_classes: list = field(default_factory=lambda: [0, 1, 2, 3])
@@ -86,6 +87,7 @@ class DiTTrainConfig(RunConfig):
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
+        check_guidance_interval(self.guidance_interval)
         self.data = check_section(DataConfig, self.data, "data.")
 
 
@@ -94,7 +96,8 @@ def save_sample_grid(pipe: LatteVideoPipeline, cfg: DiTTrainConfig, path: Path) 
     labels = [c % pipe.num_classes for c in cfg.sample_classes] if pipe.num_classes else None
     pipe.set_progress_bar_config(disable=True)
     frames = pipe(class_labels=labels, num_videos=len(cfg.sample_classes), num_inference_steps=cfg.sample_steps,
-                  guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(cfg.seed),
+                  guidance_scale=cfg.guidance_scale, guidance_interval=cfg.guidance_interval,
+                  generator=torch.Generator().manual_seed(cfg.seed),
                   output_type="np").frames  # (B, T, H, W, 3) in [0, 1]
     save_grid(frames, path)
 
@@ -183,7 +186,8 @@ class DiTTrainer(Trainer):
     def _pipeline(self, transformer: LatteDiT) -> LatteVideoPipeline:
         sampler = make_scheduler(OBJECTIVE_SCHEDULERS[self.cfg.objective][0])
         return LatteVideoPipeline(transformer, self.vae.to(self.accelerator.device), sampler,
-                                  class_names=self.class_names, default_guidance_scale=self.cfg.guidance_scale)
+                                  class_names=self.class_names, default_guidance_scale=self.cfg.guidance_scale,
+                                  default_guidance_interval=self.cfg.guidance_interval)
 
     def _save_grid(self, pipe: LatteVideoPipeline) -> None:
         save_sample_grid(pipe, self.cfg, self.layout.samples / f"step_{self.step:08d}")
