@@ -1,19 +1,22 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from pipelines.common.config import load_config
 from pipelines.common.errors import ConfigError, UserError
 from pipelines.common.files import export_pretrained
 from pipelines.common.pixels import to_uint8
 from pipelines.data import SyntheticVideoDataset
 from pipelines.evaluation.classifier import (ClassifierDetector, VideoClassifier, evaluate_classifier, load_classifier,
                                              preprocess)
+from pipelines.evaluation.classifier_cache import REFERENCE, CachedClassifier
 from pipelines.evaluation.detectors import folder_sha256
 from pipelines.evaluation.metrics import detector_outputs
-from pipelines.training.classifier_trainer import (ClassifierClips, ClassifierTrainConfig, ClassifierTrainer,
-                                                   colour_augment)
+from pipelines.training.classifier_trainer import (DEFAULT_CONFIG, ClassifierClips, ClassifierTrainConfig,
+                                                   ClassifierTrainer, colour_augment)
 from tests.conftest import reset_accelerate_state
 
 
@@ -110,6 +113,22 @@ def test_a_later_run_of_the_same_recipe_copies_the_trained_classifier(tmp_path):
     with pytest.raises(UserError, match="does not match its record"):
         train(tmp_path, "third", **common)
     assert not (tmp_path / "third" / "classifier").exists()
+
+
+def test_the_default_recipe_takes_the_shipped_reference_classifier(tmp_path):
+    reset_accelerate_state()
+    cfg = load_config(ClassifierTrainConfig, DEFAULT_CONFIG, [f"output_dir={tmp_path / 'run'}", "report_to=none",
+                                                              f"detector_cache={tmp_path / 'cache'}"])
+    assert CachedClassifier.of(cfg).folder == REFERENCE  # train.sh's recipe: nothing to train on a new machine
+    assert CachedClassifier.of(replace(cfg, seed=2)).folder != REFERENCE
+    summary = ClassifierTrainer(cfg).run()
+    assert summary["copied_from"] == str(REFERENCE) and summary["held_out_accuracy"] == 1.0
+    assert folder_sha256(tmp_path / "run" / "classifier") == folder_sha256(REFERENCE / "classifier")
+    assert not (tmp_path / "cache").exists()  # no training, nothing stored
+    # It still knows the built-in data set as today's code renders it (a change to the data fails here):
+    model = load_classifier(tmp_path / "run" / "classifier", torch.device("cpu"))
+    clips = SyntheticVideoDataset(64, cfg.num_frames, cfg.resolution, seed=0, num_classes=cfg.num_classes)
+    assert evaluate_classifier(model, clips) >= 0.98
 
 
 def test_training_rejects_bad_input(tmp_path):

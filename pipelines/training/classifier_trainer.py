@@ -7,7 +7,8 @@ training loop, checked on held-out ones, and exported to `<output_dir>/classifie
 for offline FVD / IS / class accuracy.
 
 The classifier is a fixed detector of the built-in data set, like I3D is of real video, so a run need not
-train it again: a trained one is kept in the detector cache (`<detector cache>/classifiers/<key>/`, beside the
+train it again: the default recipe's ships with the package (`pipelines/evaluation/reference_classifier`), and
+any other recipe's, once trained, is kept in the detector cache (`<detector cache>/classifiers/<key>/`, beside the
 FVD statistics), keyed by everything that decides its weights (the config without the keys that only decide
 how a run is watched, this code, the torch version), and a later run with the same key copies it instead of
 training (`reuse_cached=false` trains anyway). Runs that share a classifier also share FVD statistics and score
@@ -27,7 +28,7 @@ from torch.utils.data import Dataset
 from ..common.cli import parse_cli
 from ..common.errors import ConfigError, exit_on_user_error
 from ..common.files import export_pretrained, write_json
-from ..evaluation.classifier_cache import CachedClassifier
+from ..evaluation.classifier_cache import REFERENCE, CachedClassifier
 from ..common.pixels import to_uint8
 from ..data import SyntheticVideoDataset
 from ..evaluation.classifier import VideoClassifier, evaluate_classifier, preprocess
@@ -118,8 +119,10 @@ class ClassifierTrainer(Trainer):
             if self.accelerator.is_main_process:
                 summary = cached.take(self.layout.export("classifier"), self.checkpoints.record.to_json())
                 write_json(self.layout.summary, summary)
-                self.accelerator.print(f"classifier copied from {cached.folder} (trained by an earlier run of this "
-                                       f"recipe): held-out accuracy {summary['held_out_accuracy']:.3f}")
+                origin = ("the reference classifier of the built-in data set" if cached.folder == REFERENCE
+                          else "trained by an earlier run of this recipe")
+                self.accelerator.print(f"classifier copied from {cached.folder} ({origin}): held-out accuracy "
+                                       f"{summary['held_out_accuracy']:.3f}")
             self.accelerator.wait_for_everyone()
             self.accelerator.end_training()
             return summary
