@@ -7,9 +7,9 @@ bundled video VAE.
 
 The DiT predicts noise and (learned sigma) a variance interpolation: 2C channels; or, trained with rectified
 flow, a velocity (C channels) that `FlowMatchEulerDiscreteScheduler` integrates. Classifier-free guidance
-mixes the noise (velocity) channels only (all of them, or the first `guidance_channels` as Latte's official sampler),
-at the steps whose noise level t / T lies in `guidance_interval` (default: all of them). DDPM
-gets both halves (`variance_type="learned_range"` respaces IDDPM's learned variance correctly); DDIM and
+mixes the noise (velocity) channels only (all of them, or the first `guidance_channels` as Latte's official
+sampler), at the steps whose noise level t / T lies in `guidance_interval` (default: all of them). DDPM gets both
+halves (`variance_type="learned_range"` respaces IDDPM's learned variance correctly); DDIM and
 DPM-Solver are given only the noise half. Latents are denormalised with the
 VAE's `latents_mean/std` and decoded with causal-cache chunks, so memory is set by `decode_chunk_size`, not by
 the video's length. Outputs follow diffusers' video pipelines (`VideoProcessor`): "pt" (B, T, 3, H, W) and
