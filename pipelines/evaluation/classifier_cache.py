@@ -42,11 +42,6 @@ RECORD = "record.json"
 REFERENCE = Path(__file__).resolve().parent / "reference_classifier"
 
 
-def recipe_of(cfg) -> dict:
-    """What of a ClassifierTrainConfig decides the trained weights."""
-    return {key: value for key, value in to_dict(cfg).items() if key not in UNKEYED}
-
-
 class CachedClassifier:
     def __init__(self, folder: Path, recipe: dict):
         self.folder, self.recipe = folder, recipe
@@ -55,7 +50,7 @@ class CachedClassifier:
     def of(cls, cfg) -> "CachedClassifier":
         """The classifier `cfg` (a ClassifierTrainConfig) trains: the shipped reference classifier when `cfg` is
         its recipe, else the detector cache's entry."""
-        recipe = recipe_of(cfg)
+        recipe = {key: value for key, value in to_dict(cfg).items() if key not in UNKEYED}
         reference = cls(REFERENCE, {"config": recipe})
         if reference.exists() and read_json(REFERENCE / RECORD).get("inputs") == reference.recipe:
             return reference

@@ -191,7 +191,7 @@ class LatteVideoPipeline(DiffusionPipeline):
         interval = self.default_guidance_interval if guidance_interval is None else guidance_interval
         self.check_inputs(class_labels, num_inference_steps, guidance_scale, decode_chunk_size, output_type,
                           generator, callback_on_step_end_tensor_inputs, interval)
-        low, high = check_guidance_interval(interval)
+        low, high = interval  # checked by check_inputs
         device, dtype = self._execution_device, self.transformer.dtype
         labels = None
         if self.num_classes > 0:
