@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL
 
 from vae import IVVAE, VAE_PRESETS, LeanVAE, PerFrameVAE, build_autoencoder, load_autoencoder
 from vae.causal import CausalConv3d
+from vae.posterior import with_latent_noise
 
 
 def tiny_image_vae(seed: int = 0) -> AutoencoderKL:
@@ -168,6 +169,27 @@ def test_latent_normalisation_is_invertible_per_channel(name):
     assert torch.allclose(normalised[:, 1], (z[:, 1] + 1.0) / 0.5)
     assert torch.allclose(model.denormalize_latents(normalised), z)
     assert torch.allclose(model.normalize_latents(z[:, :, 0]), normalised[:, :, 0])  # image latents too
+
+
+def test_latent_noise_has_the_asked_scale_per_channel_and_passes_gradients():
+    z = (torch.randn(64, 3, 5, 8, 8, dtype=torch.float64) * torch.tensor([0.5, 1.0, 4.0]).view(1, 3, 1, 1, 1))
+    z.requires_grad_(True)
+    assert with_latent_noise(z, 0.0) is z
+    noisy = with_latent_noise(z, 0.2, torch.Generator().manual_seed(0))
+    noise_std = (noisy - z).detach().transpose(0, 1).flatten(1).std(dim=1)
+    assert noise_std.tolist() == pytest.approx([0.1, 0.2, 0.8], rel=0.05)  # 0.2 x each channel's std
+    noisy.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))  # the noise's scale is a constant to the gradient
+
+
+@pytest.mark.parametrize("name", ["lean-tiny", "wfvae-tiny", "ivvae-tiny"])
+def test_latent_noise_changes_what_the_decoder_sees_not_the_posterior(name):
+    model, x = make(name), video(9)
+    out = {noise: model(x, generator=torch.Generator().manual_seed(1), latent_noise=noise) for noise in (0.0, 0.5)}
+    assert torch.equal(out[0.0].latent_dist.mean, out[0.5].latent_dist.mean)
+    assert not torch.allclose(out[0.0].sample, out[0.5].sample, atol=1e-3)
+    again = model(x, generator=torch.Generator().manual_seed(1), latent_noise=0.5).sample
+    assert torch.equal(again, out[0.5].sample)  # drawn from the caller's generator: resumable
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -73,7 +73,8 @@ def test_overrides_and_unknown_keys(tmp_path, capsys):
     assert (cfg.max_steps, cfg.data.num_frames, cfg.model) == (9, 9, {"preset": "lean-small", "latent_channels": 8})
     for bad, message in [("max_stepz=3", "Did you mean 'max_steps'"), ("data.num_frames=8", "use 5 or 9"),
                          ("model.preset=huge", "lean-small"), ("loss.kl_weight=-1", "loss.kl_weight"),
-                         ("model.lc_dimm=3", "Did you mean 'lc_dim'"), ("data.resolution=36", "multiple of 8")]:
+                         ("model.lc_dimm=3", "Did you mean 'lc_dim'"), ("data.resolution=36", "multiple of 8"),
+                         ("latent_noise=-0.1", "latent_noise must be >= 0")]:
         with pytest.raises(SystemExit) as exit_info:
             train_vae.main([bad, f"output_dir={tmp_path}"])
         assert exit_info.value.code == 2
@@ -147,10 +148,10 @@ def crash_then_resume(tmp_path: Path, monkeypatch, name: str, *overrides: str) -
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    # GAN on from step 2, EMA, accumulation 2, epochs of 5 batches: the resume point (micro-step 6) lies in
-    # the second epoch, after the GAN came on.
+    # GAN on from step 2, EMA, accumulation 2, noise on the decoder's latents, epochs of 5 batches: the resume
+    # point (micro-step 6) lies in the second epoch, after the GAN came on.
     common = ["max_steps=6", "checkpoint_every=3", "gradient_accumulation_steps=2", "loss.disc_start=2",
-              "ema_decay=0.9", "val_every=0", "sample_every=0", "log_every=2"]
+              "ema_decay=0.9", "latent_noise=0.1", "val_every=0", "sample_every=0", "log_every=2"]
     run(tmp_path, "straight", *common)
     resumed = crash_then_resume(tmp_path, monkeypatch, "interrupted", *common)
     assert resumed["steps_this_run"] == 3

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+from diffusers.utils.torch_utils import randn_tensor
 
 
 class DiagonalGaussian(DiagonalGaussianDistribution):
@@ -27,3 +28,14 @@ class DiagonalGaussian(DiagonalGaussianDistribution):
 
     def nll(self, sample: torch.Tensor, dims: Optional[list[int]] = None) -> torch.Tensor:
         return super().nll(sample, dims=dims or list(range(1, self.mean.ndim)))
+
+
+def with_latent_noise(z: torch.Tensor, fraction: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """z (B, d, ...) plus Gaussian noise of `fraction` times each latent channel's std over the batch: what a VAE's
+    decoder sees in training when it should tolerate the errors a diffusion model makes in its latent (a decoder
+    trained only on exact latents can turn small latent errors into blocks of wrong colour). The noise's scale
+    is not differentiated; 0 returns z itself."""
+    if not fraction:
+        return z
+    scale = z.detach().std(dim=[0, *range(2, z.ndim)], keepdim=True)  # (1, d, 1, ...)
+    return z + fraction * scale * randn_tensor(z.shape, generator=generator, device=z.device, dtype=z.dtype)

@@ -62,6 +62,9 @@ class VAETrainConfig(RunConfig):
     # training clips whose latents give the exported latents_mean / latents_std (0: 0 / 1); 32 cost the default
     # run 5 points of class accuracy (BENCHMARKS.md)
     stats_clips: int = 256
+    # the decoder's input gets Gaussian noise of this fraction of each latent channel's std, so that it learns to
+    # tolerate a DiT's latent errors (vae.posterior.with_latent_noise); 0: the exact posterior sample
+    latent_noise: float = 0.0
     # IV-VAE: a trained keyframe image VAE folder (its `-keyframes` preset) that initialises the keyframe half
     init_keyframes_from: Optional[str] = None
     # `preset` (a name in vae.VAE_PRESETS) and any constructor argument of its model, e.g. latent_channels: 8
@@ -71,7 +74,7 @@ class VAETrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("val_every", "val_clips", "sample_every", "stats_clips", "weight_decay"):
+        for key in ("val_every", "val_clips", "sample_every", "stats_clips", "weight_decay", "latent_noise"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         for key in ("adam_beta1", "adam_beta2"):
@@ -223,7 +226,7 @@ class VAETrainer(Trainer):
         disc = self.parts[1].model if len(self.parts) > 1 else None
         bare_disc = acc.unwrap_model(disc) if disc is not None else None
         gan_on = disc is not None and self.loss_fn.gan_active(self.step)
-        out = self.parts[0].model(x, generator=generator)  # posterior sample from the keyed generator
+        out = self.parts[0].model(x, generator=generator, latent_noise=self.cfg.latent_noise)  # keyed noise
         # The generator loss sees the bare, frozen discriminator: no gradients reach it, and its DDP wrapper is
         # used only by the discriminator's own loss.
         with frozen(bare_disc), acc.autocast():

@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 
 from ..autoencoder import AutoencoderOutput, VideoAutoencoder
 from ..causal import Cache
-from ..posterior import DiagonalGaussian
+from ..posterior import DiagonalGaussian, with_latent_noise
 from ..init import SILU_GAIN, convolutions, kernel_centre, posterior_head_, reset_norms_, route_, unit_, zero_
 from .blocks import NORM_TYPES, CachedConv3d, FrameAttention, ResnetBlock2D, ResnetBlock3D
 from .decoder import Decoder
@@ -179,13 +179,15 @@ class WFVAE(VideoAutoencoder):
                              "whole-video inference; decode whole videos (chunk_size=None) or use 'layernorm'")
 
     def forward(self, sample: torch.Tensor, sample_posterior: bool = True,
-                generator: Optional[torch.Generator] = None, return_dict: bool = True):
-        """Encode, sample (or take the mean), decode, all at once; also returns the energy-flow sub-bands of both
-        sides (`subbands`: enc_l1, dec_l1, enc_l2, dec_l2) for the WL loss."""
+                generator: Optional[torch.Generator] = None, return_dict: bool = True, latent_noise: float = 0.0):
+        """Encode, sample (or take the mean), decode, all at once (`latent_noise` as in `VideoAutoencoder`); also
+        returns the energy-flow sub-bands of both sides (`subbands`: enc_l1, dec_l1, enc_l2, dec_l2) for the WL
+        loss."""
         video, _ = self._as_video(sample)
         params, (enc_l1, enc_l2) = self.encoder(video)
         posterior = DiagonalGaussian(params)
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        z = with_latent_noise(z, latent_noise, generator)
         recon, (dec_l1, dec_l2) = self.decoder(z)
         subbands = {"enc_l1": enc_l1, "dec_l1": dec_l1, "enc_l2": enc_l2, "dec_l2": dec_l2}
         if sample.ndim == 4:
