@@ -224,10 +224,16 @@ class VideoAutoencoder(ModelMixin, ConfigMixin):
         (`posterior.with_latent_noise`). Returns the reconstruction and the posterior."""
         whole = self.latent_num_frames(sample.shape[2]) if sample.ndim == 5 else 1
         posterior = self.encode(sample, chunk_size=whole).latent_dist
-        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-        z = with_latent_noise(z, latent_noise, generator)
-        recon = self.decode(z, chunk_size=whole).sample
+        recon = self.decode(self.decoder_input(posterior, sample_posterior, generator, latent_noise),
+                            chunk_size=whole).sample
         return AutoencoderOutput(sample=recon, latent_dist=posterior) if return_dict else (recon, posterior)
+
+    @staticmethod
+    def decoder_input(posterior: DiagonalGaussian, sample_posterior: bool, generator: Optional[torch.Generator],
+                      latent_noise: float) -> torch.Tensor:
+        """What `forward` decodes: a posterior sample (or its mean), plus `latent_noise` (`with_latent_noise`)."""
+        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
+        return with_latent_noise(z, latent_noise, generator)
 
     # ------------------------------------------------------------------ input checks
     def _as_video(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:

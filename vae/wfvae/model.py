@@ -20,7 +20,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  diffusers'
 
 from ..autoencoder import AutoencoderOutput, VideoAutoencoder
 from ..causal import Cache
-from ..posterior import DiagonalGaussian, with_latent_noise
+from ..posterior import DiagonalGaussian
 from ..init import SILU_GAIN, convolutions, kernel_centre, posterior_head_, reset_norms_, route_, unit_, zero_
 from .blocks import NORM_TYPES, CachedConv3d, FrameAttention, ResnetBlock2D, ResnetBlock3D
 from .decoder import Decoder
@@ -186,9 +186,7 @@ class WFVAE(VideoAutoencoder):
         video, _ = self._as_video(sample)
         params, (enc_l1, enc_l2) = self.encoder(video)
         posterior = DiagonalGaussian(params)
-        z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
-        z = with_latent_noise(z, latent_noise, generator)
-        recon, (dec_l1, dec_l2) = self.decoder(z)
+        recon, (dec_l1, dec_l2) = self.decoder(self.decoder_input(posterior, sample_posterior, generator, latent_noise))
         subbands = {"enc_l1": enc_l1, "dec_l1": dec_l1, "enc_l2": enc_l2, "dec_l2": dec_l2}
         if sample.ndim == 4:
             recon = recon.squeeze(2)
