@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..causal import Cache
-from .layers import FrameConv, KTCConv, Layer, SplitRMSNorm, interleave_frames, per_frame, run
+from .layers import FrameConv, KTCConv, Layer, SiLUDone, SplitNormSiLU, interleave_frames, per_frame, run
 
 
 class ResidualBlock(Layer):
@@ -19,9 +19,9 @@ class ResidualBlock(Layer):
         halves = 2 if temporal else 1
         out_3d = out_channels if temporal else 0
         self.residual = nn.Sequential(
-            SplitRMSNorm(in_channels, temporal), nn.SiLU(),
+            SplitNormSiLU(in_channels, temporal), SiLUDone(),
             KTCConv(halves * in_channels, out_channels, out_3d, 3, group),
-            SplitRMSNorm(out_channels, temporal), nn.SiLU(), nn.Dropout(dropout),
+            SplitNormSiLU(out_channels, temporal), SiLUDone(), nn.Dropout(dropout),
             KTCConv(halves * out_channels, out_channels, out_3d, 3, group))
         self.shortcut = (KTCConv(halves * in_channels, out_channels, out_3d, 1) if in_channels != out_channels
                          else nn.Identity())
@@ -40,8 +40,8 @@ class ResidualBlock2d(ResidualBlock):
         Layer.__init__(self)
         halves = 2 if temporal else 1
         self.residual = nn.Sequential(
-            SplitRMSNorm(in_channels, temporal), nn.SiLU(), FrameConv(halves * in_channels, halves * out_channels, 3),
-            SplitRMSNorm(out_channels, temporal), nn.SiLU(), nn.Dropout(dropout),
+            SplitNormSiLU(in_channels, temporal), SiLUDone(), FrameConv(halves * in_channels, halves * out_channels, 3),
+            SplitNormSiLU(out_channels, temporal), SiLUDone(), nn.Dropout(dropout),
             FrameConv(halves * out_channels, halves * out_channels, 3))
         self.shortcut = (FrameConv(halves * in_channels, halves * out_channels, 1) if in_channels != out_channels
                          else nn.Identity())

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..causal import Cache
+from .fused import GroupCausalTaps, RMSNormSiLU
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +60,7 @@ class KTCConv(Layer):
 
     Both run as one 1 x k x k convolution over the clip as it lies in memory: the keyframe kernel and each of the
     group causal kernel's three temporal taps are separate output channels, and the taps' outputs are then shifted
-    into place - frame t's previous frame (across groups too; frame 0's is itself) and its next one, zero for a
+    into place (`fused.GroupCausalTaps`) - frame t's previous frame (across groups too; frame 0's is itself) and its next one, zero for a
     group's last frame. No regrouping of frames, the same multiply-adds, and one large convolution instead of
     three small ones: an ivvae-small training step (bench/vae_step.py) ran 1.17x faster than with the groups folded
     into the batch, and ivvae-z16 encodes 1.2x faster in a fifth less memory."""
@@ -74,31 +75,18 @@ class KTCConv(Layer):
         if self.conv_3d is None:
             return per_frame(self.conv_2d, x)
         x = channels_last(x)
-        if x.requires_grad:  # the shifts below hand back gradients in the default layout
-            x.register_hook(channels_last)
-        k, out_2d = self.conv_2d.kernel_size[0], self.conv_2d.out_channels
+        k, out_2d, out_3d = self.conv_2d.kernel_size[0], self.conv_2d.out_channels, self.conv_3d.out_channels
         if k == 1:
             weight = torch.cat([self.conv_2d.weight.unsqueeze(2), self.conv_3d.weight])
             return F.conv3d(x, weight, torch.cat([self.conv_2d.bias, self.conv_3d.bias]))
         taps = self.conv_3d.weight.permute(2, 0, 1, 3, 4).flatten(0, 1).unsqueeze(2)  # (3 out_3d, C, 1, k, k), tap-major
-        y = F.conv3d(x, torch.cat([self.conv_2d.weight.unsqueeze(2), taps]), None, 1, (0, k // 2, k // 2))
-        keyframe, before, now, after = y.split([out_2d] + 3 * [self.conv_3d.out_channels], dim=1)
-        return torch.cat([keyframe + self.conv_2d.bias.view(-1, 1, 1, 1),
-                          self._in_place(before, now, after, cache, first)], dim=1)
-
-    def _in_place(self, before: torch.Tensor, now: torch.Tensor, after: torch.Tensor, cache: Cache,
-                  first: bool) -> torch.Tensor:
-        """The three taps' outputs on every frame (B, C', T, H, W) -> the group causal convolution's output."""
-        t, g = now.shape[2], self.group
-        if (t - int(first)) % g:
-            raise ValueError(f"KTCConv needs whole groups of {g} frames, got {t - int(first)}")
-        carried = before[:, :, :1] if first else cache[self]  # the previous tap on the frame before this chunk
+        no_bias = self.conv_3d.bias.new_zeros(out_3d)
+        bias = torch.cat([self.conv_2d.bias, no_bias, self.conv_3d.bias, no_bias])  # the current-frame tap's
+        y = F.conv3d(x, torch.cat([self.conv_2d.weight.unsqueeze(2), taps]), bias, 1, (0, k // 2, k // 2))
+        carried = None if first else cache[self]  # the previous tap on the frame before this chunk
         if cache is not None:
-            cache[self] = before[:, :, -1:].clone()
-        frame = torch.arange(t, device=now.device)
-        ends = (frame % g == 0) if first else ((frame + 1) % g == 0)  # frame 0 is a group of one
-        following = F.pad(after[:, :, 1:], (0, 0, 0, 0, 0, 1)) * (~ends).to(now.dtype).view(1, 1, t, 1, 1)
-        return now + torch.cat([carried, before[:, :, :-1]], dim=2) + following + self.conv_3d.bias.view(-1, 1, 1, 1)
+            cache[self] = y[:, out_2d:out_2d + out_3d, -1:].clone()
+        return GroupCausalTaps.apply(y, carried, out_2d, self.group)
 
 
 class FrameConv(Layer):
@@ -119,20 +107,24 @@ def unit(x: torch.Tensor, dim: int) -> torch.Tensor:
     return x / (x * x).sum(dim, keepdim=True).sqrt().clamp_min(1e-12)
 
 
-class SplitRMSNorm(nn.Module):
-    """RMS norm of each half over its channels, per position (no statistics across frames), times sqrt(C_half)
-    and a learned gain; no bias."""
+class SplitNormSiLU(nn.Module):
+    """RMS norm of each half over its channels, per position (no statistics across frames), times a learned gain,
+    then SiLU: the official `RMS_norm` and the `nn.SiLU` that follows it everywhere, as one autograd node
+    (`fused.RMSNormSiLU`). Its module stands where the official norm does; the SiLU's place in the official
+    sequences holds a `SiLUDone`, so released state dicts keep their keys."""
 
     def __init__(self, channels: int, temporal: bool = True):
         super().__init__()
         self.halves = 2 if temporal else 1
-        self.scale = channels**0.5
         self.gamma = nn.Parameter(torch.ones(self.halves * channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        halves = channels_last(x).permute(0, 2, 3, 4, 1).unflatten(-1, (self.halves, -1))  # (B, T, H, W, halves, C)
-        normed = unit(halves, dim=-1).flatten(-2).permute(0, 4, 1, 2, 3)  # (B, halves C, T, H, W), channels-last
-        return normed * (self.gamma * self.scale)
+        positions = channels_last(x).permute(0, 2, 3, 4, 1)  # (B, T, H, W, halves C), contiguous
+        return RMSNormSiLU.apply(positions, self.gamma.view(-1), self.halves).permute(0, 4, 1, 2, 3)
+
+
+class SiLUDone(nn.Identity):
+    """The place of the official `nn.SiLU` after a norm, whose SiLU `SplitNormSiLU` applies."""
 
 
 class Attention(nn.Module):

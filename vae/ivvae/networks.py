@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ..causal import Cache
 from .blocks import Resample, ResidualBlock, ResidualBlock2d
-from .layers import PAC, KTCConv, FrameConv, Layer, SplitAttention, SplitRMSNorm, channels_last, run
+from .layers import PAC, KTCConv, FrameConv, Layer, SplitAttention, SiLUDone, SplitNormSiLU, channels_last, run
 
 
 def _run_all(layers: nn.Sequential, x: torch.Tensor, cache: Cache, first: bool) -> torch.Tensor:
@@ -43,7 +43,7 @@ class Encoder(Layer):
         self.downsamples = nn.Sequential(*layers)
         self.middle = nn.Sequential(ResidualBlock2d(out_dim, out_dim, dropout, temporal),
                                     SplitAttention(out_dim, temporal), ResidualBlock2d(out_dim, out_dim, dropout, temporal))
-        self.head = nn.Sequential(SplitRMSNorm(out_dim, temporal), nn.SiLU(), PAC(out_dim, 2 * z, temporal))
+        self.head = nn.Sequential(SplitNormSiLU(out_dim, temporal), SiLUDone(), PAC(out_dim, 2 * z, temporal))
 
     def forward(self, x: torch.Tensor, cache: Cache = None, first: bool = True) -> torch.Tensor:
         x = self.conv1(channels_last(x), cache, first)  # (B, 2 dim, T, H, W)
@@ -74,7 +74,7 @@ class Decoder(Layer):
             if stage < 3:
                 layers.append(Resample(out_dim, "up3d" if stage < 2 else "up2d", temporal))
         self.upsamples = nn.Sequential(*layers)
-        self.head = nn.Sequential(SplitRMSNorm(out_dim, temporal), nn.SiLU(),
+        self.head = nn.Sequential(SplitNormSiLU(out_dim, temporal), SiLUDone(),
                                   KTCConv(halves * out_dim, 3, 3 if temporal else 0, 3, group=4))
 
     def forward(self, x: torch.Tensor, cache: Cache = None, first: bool = True) -> torch.Tensor:
