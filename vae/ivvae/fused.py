@@ -18,7 +18,8 @@ import torch.nn.functional as F
 class RMSNormSiLU(torch.autograd.Function):
     """silu(g * x / rms(x)) over the innermost dimension's `halves` groups of channels: x (..., halves C)
     contiguous, gain g (halves C,). Arithmetic in float32 (or x's dtype if wider), the output in x's dtype; what
-    backward needs is kept as the normed input in x's dtype (the size of x, which is what autograd would keep)."""
+    backward needs is kept as the normed input in float32, as autograd's version of the expression kept it
+    (keeping it in bfloat16 instead cost a cast each way: an ivvae-small bf16 step 1.15x slower)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, gain: torch.Tensor, halves: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ class RMSNormSiLU(torch.autograd.Function):
         rms_inv = torch.linalg.vector_norm(x32, 2, -1, keepdim=True).clamp_min_(1e-12).reciprocal_()
         rms_inv.mul_(x32.shape[-1] ** 0.5)  # (N, halves, 1): sqrt(C) / |x| = 1 / rms(x)
         normed = (x32 * rms_inv).flatten(1)  # (N, halves C)
-        ctx.save_for_backward(normed.to(x.dtype), rms_inv, gain)
+        ctx.save_for_backward(normed, rms_inv, gain)
         ctx.halves = halves
         return F.silu(normed * _at_least_float32(gain), inplace=True).to(x.dtype).view(x.shape)
 
