@@ -33,8 +33,8 @@ class RMSNormSiLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        normed, rms_inv, gain = ctx.saved_tensors
-        normed, gain32 = _at_least_float32(normed), _at_least_float32(gain)  # (N, halves C), (halves C,)
+        normed, rms_inv, gain = ctx.saved_tensors  # normed (N, halves C), already at least float32
+        gain32 = _at_least_float32(gain)
         grad_scaled = torch.ops.aten.silu_backward(_at_least_float32(grad).reshape(normed.shape), normed * gain32)
         grad_gain = (grad_scaled * normed).sum(0)
         grad_normed = grad_scaled.mul_(gain32).view(rms_inv.shape[0], ctx.halves, -1)  # (N, halves, C)
@@ -88,7 +88,8 @@ class GroupCausalTaps(torch.autograd.Function):
             before[:, :, :1] += temporal[:, :, :1]
         after.zero_()
         if ctx.shape[2] > 1:
-            _within_groups(after, first, ctx.group)[:, :, :, 1:] = _within_groups(temporal, first, ctx.group)[:, :, :, :-1]
+            within, group = _within_groups, ctx.group
+            within(after, first, group)[:, :, :, 1:] = within(temporal, first, group)[:, :, :, :-1]
         return grad_y, (None if first else temporal[:, :, :1].clone()), None, None
 
 

@@ -60,8 +60,8 @@ class KTCConv(Layer):
 
     Both run as one 1 x k x k convolution over the clip as it lies in memory: the keyframe kernel and each of the
     group causal kernel's three temporal taps are separate output channels, and the taps' outputs are then shifted
-    into place (`fused.GroupCausalTaps`) - frame t's previous frame (across groups too; frame 0's is itself) and its next one, zero for a
-    group's last frame. No regrouping of frames, the same multiply-adds, and one large convolution instead of
+    into place (`fused.GroupCausalTaps`) - frame t's previous frame (across groups too; frame 0's is itself) and
+    its next one, zero for a group's last frame. No regrouping of frames, the same multiply-adds, and one large convolution instead of
     three small ones: an ivvae-small training step (bench/vae_step.py) ran 1.17x faster than with the groups folded
     into the batch, and ivvae-z16 encodes 1.2x faster in a fifth less memory."""
 
