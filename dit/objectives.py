@@ -4,7 +4,8 @@ loss is. The trainer calls `objective.noisy(x0, noise, generator)` then `objecti
 - `IDDPM` (Latte's recipe, the benchmark default): noise + learned variance over the DDPM schedule, hybrid loss.
 - `RectifiedFlow`: velocity (noise - x0) on the straight path x_t = (1 - s) x0 + s noise, plain MSE, with s drawn
   logit-normally (SD3; the draw of diffusers' `compute_density_for_timestep_sampling("logit_normal")`, written
-  out since `diffusers.training_utils` imports diffusers' whole model stack). Small models learn it faster
+  out since `diffusers.training_utils` imports diffusers' whole model stack), then moved by `flow_shift`
+  (`dit.schedule.shift_noise_levels`, as the sampler's). Small models learn it faster
   (BENCHMARKS.md, the default run); it samples with `FlowMatchEulerDiscreteScheduler`.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .diffusion import diffusion_loss
-from .schedule import NUM_TRAIN_TIMESTEPS, training_scheduler
+from .schedule import NUM_TRAIN_TIMESTEPS, OBJECTIVE_SCHEDULERS, make_scheduler, shift_noise_levels, training_scheduler
 
 
 def _per_sample_mean(x: torch.Tensor) -> torch.Tensor:
@@ -26,6 +27,10 @@ class IDDPM:
 
     def __init__(self) -> None:
         self.scheduler = training_scheduler()
+
+    def sampler(self):
+        """The scheduler a trained model's pipeline is saved with (the first of OBJECTIVE_SCHEDULERS')."""
+        return make_scheduler(OBJECTIVE_SCHEDULERS[self.name][0])
 
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator):
         """x_t (B, C, ...) and the integer timesteps (B,) it sits at."""
@@ -41,9 +46,17 @@ class RectifiedFlow:
     name = "flow"
     learn_sigma = False
 
+    def __init__(self, flow_shift: float = 1.0) -> None:
+        self.flow_shift = flow_shift
+
+    def sampler(self):
+        """The scheduler a trained model's pipeline is saved with, over the same shifted noise levels."""
+        return make_scheduler(OBJECTIVE_SCHEDULERS[self.name][0], self.flow_shift)
+
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, generator: torch.Generator):
         """x_t (B, C, ...) and the float timesteps 1000 s (B,), the scale FlowMatchEulerDiscreteScheduler uses."""
-        s = torch.sigmoid(torch.normal(0.0, 1.0, (x0.shape[0],), generator=generator)).to(x0.device)  # (B,) in (0, 1)
+        s = torch.sigmoid(torch.normal(0.0, 1.0, (x0.shape[0],), generator=generator))  # (B,) in (0, 1)
+        s = shift_noise_levels(s, self.flow_shift).to(x0.device)
         s_ = s.view(-1, *([1] * (x0.ndim - 1))).to(x0.dtype)
         return (1 - s_) * x0 + s_ * noise, s * NUM_TRAIN_TIMESTEPS
 
@@ -59,7 +72,8 @@ class RectifiedFlow:
 OBJECTIVES = {cls.name: cls for cls in (IDDPM, RectifiedFlow)}
 
 
-def make_objective(name: str):
+def make_objective(name: str, flow_shift: float = 1.0):
+    """The objective `name`; `flow_shift` is the flow objective's (iddpm has none and ignores it)."""
     if name not in OBJECTIVES:
         raise ValueError(f"unknown objective '{name}': choose one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name]()
+    return RectifiedFlow(flow_shift) if name == RectifiedFlow.name else OBJECTIVES[name]()

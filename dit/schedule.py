@@ -5,11 +5,13 @@ Two objectives (`dit.objectives`), one schedule each:
   the DiT's learned variance (IDDPM's interpolation, respaced correctly); DDIM and DPM-Solver take the noise
   prediction only. No sample clipping: latents are not bounded like pixels.
 - "flow" (rectified flow, as SD3): x_t = (1 - s) x0 + s noise at timestep 1000 s, sampled by Euler steps on the
-  predicted velocity.
+  predicted velocity. `flow_shift` moves training's and sampling's noise levels towards noise together (SD3's
+  timestep shift), where a clip's layout is decided (BENCHMARKS.md, "The flow shift").
 """
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -25,8 +27,18 @@ _CLASSES = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultis
             "euler": FlowMatchEulerDiscreteScheduler}
 
 
-def make_scheduler(name: str = "ddpm"):
-    """The scheduler `name` over its objective's training schedule; "ddpm" is also Latte's training process."""
+def shift_noise_levels(s: torch.Tensor, shift: float) -> torch.Tensor:
+    """Noise levels s in [0, 1] moved towards 1 by `shift` (1: unchanged): shift s / (1 + (shift - 1) s), the
+    static shift `FlowMatchEulerDiscreteScheduler` applies to its sigmas, so training draws the levels sampling
+    visits."""
+    return shift * s / (1 + (shift - 1) * s)
+
+
+def make_scheduler(name: str = "ddpm", flow_shift: float = 1.0):
+    """The scheduler `name` over its objective's training schedule; "ddpm" is also Latte's training process.
+    `flow_shift` is the flow objective's (`shift_noise_levels`)."""
+    if flow_shift != 1.0 and name != "euler":
+        raise ValueError(f"flow_shift is the flow objective's; the {name} scheduler has none")
     if name == "ddpm":
         return DDPMScheduler(**NOISE_SCHEDULE, variance_type="learned_range", clip_sample=False)
     if name == "ddim":
@@ -34,7 +46,7 @@ def make_scheduler(name: str = "ddpm"):
     if name == "dpm":
         return DPMSolverMultistepScheduler(**NOISE_SCHEDULE)
     if name == "euler":
-        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS)
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=flow_shift)
     raise ValueError(f"unknown scheduler '{name}': choose one of {', '.join(SCHEDULERS)}")
 
 

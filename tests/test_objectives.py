@@ -6,6 +6,7 @@ import torch
 
 from dit import DIT_PRESETS, OBJECTIVE_SCHEDULERS, OBJECTIVES, LatteDiT, make_objective, make_scheduler, objective_of, scheduler_name
 from dit.objectives import RectifiedFlow
+from dit.schedule import shift_noise_levels
 
 
 def data(batch=4):
@@ -54,12 +55,29 @@ def test_iddpm_objective_is_the_hybrid_loss_at_integer_timesteps():
     assert set(terms) == {"loss", "mse", "vb"} and terms["mse"].abs().max() == 0.0
 
 
+def test_the_flow_shift_moves_training_and_sampling_noise_levels_alike():
+    x0, noise = data(batch=256)
+    _, plain = RectifiedFlow().noisy(x0, noise, torch.Generator().manual_seed(1))
+    xt, t = make_objective("flow", flow_shift=2.0).noisy(x0, noise, torch.Generator().manual_seed(1))
+    s = shift_noise_levels(plain / 1000, 2.0)
+    assert torch.allclose(t, 1000 * s) and (s > plain / 1000).all()
+    assert torch.allclose(xt, (1 - s.view(-1, 1, 1, 1, 1)) * x0 + s.view(-1, 1, 1, 1, 1) * noise, atol=1e-6)
+    assert 0.62 < s.median() < 0.72  # the median level 1/2 goes to 2/3
+    # the scheduler's own training levels, as diffusers' SD3 scripts draw them
+    assert torch.allclose(make_scheduler("euler", 2.0).sigmas, shift_noise_levels(make_scheduler("euler").sigmas, 2.0))
+    assert torch.equal(shift_noise_levels(s, 1.0), s)  # 1: unchanged, bit for bit
+    assert make_objective("flow", flow_shift=2.0).sampler().config.shift == 2.0  # the pipeline saves its shift
+    with pytest.raises(ValueError, match="flow_shift is the flow objective's"):
+        make_scheduler("ddpm", flow_shift=2.0)
+
+
 @pytest.mark.parametrize("steps", [1, 7, 50])
-def test_euler_sampling_integrates_the_trained_velocity(steps):
+@pytest.mark.parametrize("flow_shift", [1.0, 1.5])
+def test_euler_sampling_integrates_the_trained_velocity(steps, flow_shift):
     """For data concentrated at one point x0, the flow's velocity at (x_t, s) is (x_t - x0) / s; with the
-    training convention (timestep 1000 s), every Euler path lands on x0 exactly."""
+    training convention (timestep 1000 s), every Euler path lands on x0 exactly, shifted or not."""
     x0, noise = data(batch=2)
-    scheduler = make_scheduler("euler")
+    scheduler = make_scheduler("euler", flow_shift)
     scheduler.set_timesteps(steps)
     x = noise
     for t in scheduler.timesteps:

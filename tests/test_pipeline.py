@@ -17,13 +17,13 @@ from pipelines.training.dit_trainer import DiTTrainConfig
 from vae import build_autoencoder
 
 
-def tiny_pipeline(num_classes=5, scheduler="ddpm") -> LatteVideoPipeline:
+def tiny_pipeline(num_classes=5, scheduler="ddpm", **scheduler_kw) -> LatteVideoPipeline:
     torch.manual_seed(0)
     dit = LatteDiT(**DIT_PRESETS["Latte-tiny"], in_channels=4, num_frames=3, sample_size=2, num_classes=num_classes)
     for p in dit.parameters():  # leave adaLN-Zero's all-zero start, so guidance and variance matter
         p.data.add_(0.05 * torch.randn_like(p))
     vae = build_autoencoder("lean-tiny", latents_mean=[0.1, 0.0, -0.2, 0.3], latents_std=[2.0, 0.5, 1.0, 1.5])
-    pipe = LatteVideoPipeline(dit, vae, make_scheduler(scheduler), class_names=[f"c{i}" for i in range(num_classes)],
+    pipe = LatteVideoPipeline(dit, vae, make_scheduler(scheduler, **scheduler_kw), class_names=[f"c{i}" for i in range(num_classes)],
                               default_guidance_scale=2.0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -185,6 +185,14 @@ def test_save_load_round_trip(tmp_path):
     assert torch.equal(before, run(loaded, class_labels=[1], output_type="latent"))
     videos = run(pipe, class_labels=[1]), run(loaded, class_labels=[1])
     assert (videos[0] - videos[1]).abs().max() <= 1e-5  # oneDNN may pick other kernels for new buffers
+
+
+def test_a_flow_shift_is_saved_and_kept_when_its_sampler_is_asked_for(tmp_path):
+    tiny_pipeline(scheduler="euler", flow_shift=1.5).save_pretrained(tmp_path / "pipeline")
+    for scheduler in (None, "euler"):
+        assert load_pipeline(tmp_path / "pipeline", scheduler=scheduler).scheduler.config.shift == 1.5
+    with pytest.raises(ConfigError, match="flow_shift must be > 0"):
+        DiTTrainConfig(objective="flow", flow_shift=0.0)
 
 
 def test_the_vae_runs_in_the_precision_asked_for(tmp_path):

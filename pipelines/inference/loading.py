@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from accelerate import PartialState
 
-from dit import OBJECTIVE_SCHEDULERS, make_scheduler, objective_of
+from dit import OBJECTIVE_SCHEDULERS, make_scheduler, objective_of, scheduler_name
 
 from ..common.errors import ConfigError, MissingFileError
 from ..common.files import read_json
@@ -58,7 +58,7 @@ def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Opt
     except ValueError as err:
         raise ConfigError(str(err)) from None
     pipe = LatteVideoPipeline.from_pretrained(str(path))
-    if chosen is not None:
+    if chosen is not None and scheduler != scheduler_name(pipe.scheduler):  # the saved one keeps its settings
         objective = objective_of(pipe.scheduler)
         if objective_of(chosen) != objective:
             raise ConfigError(f"the model at {path} was trained with the {objective} objective: its schedulers are "

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from dit import DIT_PRESETS, OBJECTIVE_SCHEDULERS, OBJECTIVES, LatteDiT, make_objective, make_scheduler
+from dit import DIT_PRESETS, OBJECTIVES, LatteDiT, make_objective
 from vae import load_autoencoder
 
 from ..common.cli import parse_cli
@@ -58,6 +58,7 @@ class DiTTrainConfig(RunConfig):
     vae: Optional[str] = None  # None: the VAE the cache records; given or not, checked against the cache's hash
     cache_dir: str = "runs/default/latents"  # a latent cache, an exported one (export_latents.py) or its Hub id
     objective: str = "iddpm"  # iddpm (Latte's: noise + learned variance) | flow (rectified flow, velocity)
+    flow_shift: float = 1.0  # flow: noise levels moved towards noise in training and sampling; iddpm ignores it
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     ema_decay: float = 0.9999
@@ -85,6 +86,8 @@ class DiTTrainConfig(RunConfig):
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.flow_shift <= 0:
+            raise ConfigError(f"flow_shift must be > 0 (1: no shift), got {self.flow_shift}")
         if self.guidance_scale < 1:
             raise ConfigError(f"guidance_scale must be >= 1 (1 = no guidance), got {self.guidance_scale}")
         check_guidance_interval(self.guidance_interval)
@@ -129,7 +132,7 @@ class DiTTrainer(Trainer):
 
     def build_parts(self) -> list[Part]:
         cfg = self.cfg
-        self.objective = make_objective(cfg.objective)
+        self.objective = make_objective(cfg.objective, cfg.flow_shift)
         channels, frames, height, width = self.latent_shape
         if height != width:
             raise ConfigError(f"the DiT takes square latents; the cache holds {height}x{width}")
@@ -184,7 +187,7 @@ class DiTTrainer(Trainer):
             self.accelerator.wait_for_everyone()
 
     def _pipeline(self, transformer: LatteDiT) -> LatteVideoPipeline:
-        sampler = make_scheduler(OBJECTIVE_SCHEDULERS[self.cfg.objective][0])
+        sampler = self.objective.sampler()
         return LatteVideoPipeline(transformer, self.vae.to(self.accelerator.device), sampler,
                                   class_names=self.class_names, default_guidance_scale=self.cfg.guidance_scale,
                                   default_guidance_interval=self.cfg.guidance_interval)
