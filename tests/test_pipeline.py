@@ -23,8 +23,8 @@ def tiny_pipeline(num_classes=5, scheduler="ddpm", **scheduler_kw) -> LatteVideo
     for p in dit.parameters():  # leave adaLN-Zero's all-zero start, so guidance and variance matter
         p.data.add_(0.05 * torch.randn_like(p))
     vae = build_autoencoder("lean-tiny", latents_mean=[0.1, 0.0, -0.2, 0.3], latents_std=[2.0, 0.5, 1.0, 1.5])
-    pipe = LatteVideoPipeline(dit, vae, make_scheduler(scheduler, **scheduler_kw), class_names=[f"c{i}" for i in range(num_classes)],
-                              default_guidance_scale=2.0)
+    pipe = LatteVideoPipeline(dit, vae, make_scheduler(scheduler, **scheduler_kw),
+                              class_names=[f"c{i}" for i in range(num_classes)], default_guidance_scale=2.0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
