@@ -16,7 +16,7 @@ from pipelines.common.errors import ConfigError, MissingFileError, exit_on_user_
 from pipelines.common.files import atomic_write, export_pretrained, write_json
 from pipelines.common.layout import RunLayout, TrainingRunLayout
 from pipelines.common.pixels import to_uint8
-from pipelines.common.seeding import keyed_generator, keyed_seed
+from pipelines.common.seeding import keyed_cpu_rng, keyed_generator, keyed_seed
 from pipelines.inference.sampling import SampleConfig
 from pipelines.training.run_folder import checkpoint_folders
 from vae import build_autoencoder, load_autoencoder
@@ -140,6 +140,19 @@ def test_keyed_randomness_is_a_pure_function_of_its_keys():
     a = torch.randn(4, generator=keyed_generator(5, 7))
     torch.randn(10)  # the global RNG plays no part
     assert torch.equal(a, torch.randn(4, generator=keyed_generator(5, 7)))
+
+
+def test_keyed_cpu_rng_draws_as_a_keyed_generator_and_restores_the_global_state():
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    with keyed_cpu_rng(5, 7):
+        inside = torch.randn(4)
+    assert torch.equal(inside, torch.randn(4, generator=keyed_generator(5, 7)))
+    assert torch.equal(torch.get_rng_state(), before)
+    with pytest.raises(RuntimeError), keyed_cpu_rng(5, 8):  # restored on an exception too
+        torch.randn(3)
+        raise RuntimeError
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_to_uint8_from_unit_range_rounds_half_up():

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import torch
 from accelerate import Accelerator
 from torch.utils.data import Dataset, IterableDataset
 
 from ..common.errors import DataError
-from ..common.seeding import keyed_seed
+from ..common.seeding import keyed_cpu_rng
 
 
 class EpochSeededDataset(Dataset):
@@ -34,8 +33,7 @@ class EpochSeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(keyed_seed(self.seed, self.epoch, index))
+        with keyed_cpu_rng(self.seed, self.epoch, index):
             return self.dataset[index]
 
 

@@ -141,7 +141,7 @@ class DiTTrainer(Trainer):
                        class_embed_std=cfg.model.class_embed_std, learn_sigma=self.objective.learn_sigma)
         if cfg.model.gradient_checkpointing:
             dit.enable_gradient_checkpointing()
-        opt = adamw(dit, cfg.learning_rate, cfg.weight_decay, fused=True)
+        opt = adamw(dit, cfg.learning_rate, cfg.weight_decay)
         sched = lr_scheduler(opt, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps,
                              cfg.min_learning_rate / cfg.learning_rate)
         return [Part("dit", dit, opt, sched, cfg.grad_clip, clip_from=cfg.grad_clip_start)]
