@@ -10,6 +10,7 @@ import sample
 from dit import DIT_PRESETS, SAMPLING_STEPS, SCHEDULERS, LatteDiT, make_scheduler
 from pipelines import LatteVideoPipeline
 from pipelines.common.errors import ConfigError
+from pipelines.inference import loading
 from pipelines.inference.loading import load_pipeline
 from pipelines.evaluation.generation import EvalConfig
 from pipelines.inference.sampling import SampleConfig, samples_dir
@@ -206,6 +207,15 @@ def test_the_vae_runs_in_the_precision_asked_for(tmp_path):
     assert videos["bf16"].dtype == torch.float32 and (videos["bf16"] - videos["fp32"]).abs().mean() < 0.01
     with pytest.raises(ConfigError, match="vae_precision must be one of"):
         load_pipeline(tmp_path / "pipeline", vae_precision="fp8")
+
+
+@pytest.mark.parametrize("bf16_rate,dtype", [(4.0, torch.bfloat16), (1.2, torch.float32)])
+def test_auto_precision_is_bfloat16_only_where_a_bfloat16_matmul_pays(tmp_path, monkeypatch, bf16_rate, dtype):
+    monkeypatch.setattr(loading, "bf16_speedup", lambda device: bf16_rate)
+    tiny_pipeline().save_pretrained(tmp_path / "pipeline")
+    pipe = load_pipeline(tmp_path / "pipeline", precision="auto", vae_precision="auto")
+    assert pipe.transformer.dtype == dtype and pipe.vae.dtype == dtype
+    assert loading.resolve_precision("fp16", "cpu") == "fp16"  # what is asked for by name stays
 
 
 def test_bad_requests_are_explained():

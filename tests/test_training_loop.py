@@ -13,6 +13,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
+from pipelines.common import device_speed
 from pipelines.common.cli import parse_cli
 from pipelines.common.errors import ConfigError
 from pipelines.common.layout import TrainingRunLayout
@@ -209,7 +210,8 @@ def test_flop_count_matches_a_hand_count(tmp_path):
 def test_the_peak_counts_its_convolution_as_the_model_count_does(monkeypatch):
     """MFU's denominator is the faster of a matmul and a convolution probe; the probe's FLOPs must be counted
     the way FlopCounterMode counts the model's, or a convolutional model's MFU is off by the difference."""
-    monkeypatch.setattr(monitor, "_best_seconds", lambda op, repeats: 1.0)
+    for module in (monitor, device_speed):
+        monkeypatch.setattr(module, "best_seconds", lambda op, repeats: 1.0)
     device = torch.device("cpu")
     x, weight = torch.ones(1, 8, 4, 16, 16), torch.ones(8, 8, 3, 3, 3)
     _, counted = count_flops(lambda: torch.nn.functional.conv3d(x, weight, padding=1))
@@ -304,7 +306,7 @@ def test_deepspeed_safe_parameters_keep_values_and_outputs():
 
 @pytest.mark.parametrize("bf16_rate,expected", [(4.0, "bf16"), (1.2, "no")])
 def test_auto_precision_takes_bfloat16_only_where_it_is_measured_faster(monkeypatch, bf16_rate, expected):
-    monkeypatch.setattr(setup, "matmul_flops_per_second",
+    monkeypatch.setattr(device_speed, "matmul_flops_per_second",
                         lambda device, dtype, n: bf16_rate if dtype == torch.bfloat16 else 1.0)
     precision, note = setup.resolve_mixed_precision(parse_cli(RunConfig, ["mixed_precision=auto"]).mixed_precision)
     assert precision == expected and f"auto: {expected} (a bfloat16 matmul runs {bf16_rate:.1f}x" in note

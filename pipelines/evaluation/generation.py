@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 
 from dit import sampling_steps, scheduler_name
@@ -31,7 +31,7 @@ from ..common.files import write_json
 from ..common.layout import RunLayout
 from ..common.pixels import to_uint8
 from ..common.seeding import keyed_generator
-from ..inference.loading import find_pipeline, load_pipeline, training_data
+from ..inference.loading import find_pipeline, load_pipeline, resolve_precision, training_data
 from ..inference.pipeline_latte import check_guidance_interval
 from ..data.media import save_grid, save_videos
 from .classifier import ClassifierDetector, load_classifier
@@ -59,7 +59,7 @@ class EvalConfig:
     batch_size: int = 32
     seed: int = 0
     device: Optional[str] = None
-    precision: str = "fp32"  # the DiT's
+    precision: str = "fp32"  # the DiT's: fp32 | bf16 | fp16 | auto (bf16 where it pays on the device)
     vae_precision: str = "fp32"
     compile: bool = False  # torch.compile the DiT
     detector_cache: Optional[str] = None  # folder of i3d_torchscript.pt / c3d_ucf101.pt
@@ -216,6 +216,17 @@ def with_training_data(cfg: EvalConfig, pipeline_dir: Path) -> EvalConfig:
     return replace(cfg, dataset=name, data_root=cfg.data_root or record.get("source", {}).get("root", ""))
 
 
+def _resolve_precisions(cfg: EvalConfig) -> EvalConfig:
+    """"auto" decided once, on the main process, for all: each video then comes out the same whatever the process
+    count. The report's config says what ran."""
+    state, decision = PartialState(), [None, None]
+    if state.is_main_process:
+        device = cfg.device or state.device
+        decision = [resolve_precision(cfg.precision, device), resolve_precision(cfg.vae_precision, device)]
+    precision, vae_precision = broadcast_object_list(decision)
+    return replace(cfg, precision=precision, vae_precision=vae_precision)
+
+
 def evaluate(cfg: EvalConfig) -> dict:
     """Generate (on every process), score, and on the main process write <run>/eval/metrics.json."""
     # Processes started by accelerate launch / torchrun join here; without an accelerator they need the CPU
@@ -225,6 +236,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     cfg = with_training_data(cfg, pipeline_dir)
     if cfg.dataset != "synthetic" and not Path(cfg.data_root).is_dir():  # before hours of sampling
         raise ConfigError(f"the real videos to compare against are not there: {cfg.data_root} is not a folder")
+    cfg = _resolve_precisions(cfg)
     pipe = load_pipeline(pipeline_dir, cfg.scheduler, cfg.device, cfg.precision, cfg.vae_precision, cfg.compile)
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole generation phase instead
     cfg = replace(cfg, steps=sampling_steps(pipe.scheduler, cfg.steps))

@@ -10,12 +10,14 @@ from accelerate import PartialState
 
 from dit import OBJECTIVE_SCHEDULERS, make_scheduler, objective_of, scheduler_name
 
+from ..common.device_speed import AUTO_BF16_SPEEDUP, bf16_speedup
 from ..common.errors import ConfigError, MissingFileError
 from ..common.files import read_json
 from ..common.layout import RunLayout, TrainingRunLayout
 from .pipeline_latte import LatteVideoPipeline
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# "auto": bfloat16 where a bfloat16 matmul pays on the device (pipelines.common.device_speed), else float32.
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
 PIPELINE_INDEX = "model_index.json"
 TRAINING_DATA = "training_data.json"  # beside it: the clip settings and source of the latents it was trained on
 
@@ -44,11 +46,19 @@ def find_pipeline(run: Optional[str | Path] = None, runs_root: str | Path = "run
     return found[-1].parent
 
 
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """"auto" -> "bf16" or "fp32" as measured on `device`; any other precision stays."""
+    if precision != "auto":
+        return precision
+    return "bf16" if bf16_speedup(torch.device(device)) >= AUTO_BF16_SPEEDUP else "fp32"
+
+
 def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Optional[str] = None,
                   precision: str = "fp32", vae_precision: str = "fp32", compile: bool = False) -> LatteVideoPipeline:
     """The pipeline at `path` with the `scheduler` asked for (None: the one it was saved with) on `device`
     (default: the accelerator accelerate would pick); the DiT in `precision`, the VAE in `vae_precision` (float32
-    by default: its output is what users see; bfloat16 halves the time of a large VAE, BENCHMARKS.md); `compile`
+    by default: its output is what users see; bfloat16 halves the time of a large VAE, BENCHMARKS.md; "auto": bfloat16
+    where it pays on `device`); `compile`
     compiles the DiT in place (`nn.Module.compile`, inductor: the first batch pays for it)."""
     for name, value in (("precision", precision), ("vae_precision", vae_precision)):
         if value not in PRECISIONS:
@@ -66,8 +76,8 @@ def load_pipeline(path: str | Path, scheduler: Optional[str] = None, device: Opt
         pipe.scheduler = chosen
     device = device or PartialState().device
     # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every dtype cast, and has none here.
-    torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[precision])
-    pipe.vae.to(device=device).to_inference_dtype(PRECISIONS[vae_precision])
+    torch.nn.Module.to(pipe.transformer, device=device, dtype=PRECISIONS[resolve_precision(precision, device)])
+    pipe.vae.to(device=device).to_inference_dtype(PRECISIONS[resolve_precision(vae_precision, device)])
     if compile:
         pipe.transformer.compile()
     return pipe

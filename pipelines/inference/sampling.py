@@ -29,8 +29,8 @@ class SampleConfig:
     guidance_interval: Optional[list[float]] = None  # [low, high] noise levels guided; None: the run's default
     output_dir: Optional[str] = None  # None: <run>/samples/<class> (see samples_dir)
     decode_chunk_size: int = 1  # latent frames decoded at a time (memory does not grow with the video's length)
-    precision: str = "fp32"  # fp32 | bf16 | fp16, for the DiT
-    vae_precision: str = "fp32"  # fp32 | bf16 | fp16, for the VAE
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (bf16 where it pays on the device), for the DiT
+    vae_precision: str = "fp32"  # the same, for the VAE
     compile: bool = False  # torch.compile the DiT
     device: Optional[str] = None  # None: the accelerator accelerate picks
     fps: float = 8.0

@@ -12,15 +12,12 @@ from accelerate.utils import (DataLoaderConfiguration, DistributedType, Gradient
                               TorchDynamoPlugin, broadcast_object_list, gather_object, parse_flag_from_env, set_seed)
 
 from ..common.config import to_dict
+from ..common.device_speed import AUTO_BF16_SPEEDUP, bf16_speedup
 from ..common.errors import UserError
 from ..common.layout import TrainingRunLayout
-from .monitor import matmul_flops_per_second
 from .run_config import RunConfig
 
 
-# mixed_precision="auto" takes bfloat16 autocast where a bfloat16 matmul is at least this much faster than a
-# float32 one (this project's CPU: ~4x; recent GPUs: more; CPUs without bfloat16 units: < 1).
-AUTO_BF16_SPEEDUP = 1.5
 T = TypeVar("T")
 
 
@@ -34,8 +31,7 @@ def resolve_mixed_precision(requested: str) -> tuple[str, str]:
     state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
     decision = [None, None]
     if state.is_main_process:
-        speedup = (matmul_flops_per_second(state.device, torch.bfloat16, n=1024)
-                   / matmul_flops_per_second(state.device, torch.float32, n=1024))
+        speedup = bf16_speedup(state.device)
         precision = "bf16" if speedup >= AUTO_BF16_SPEEDUP else "no"
         decision = [precision, f"mixed_precision=auto: {precision} (a bfloat16 matmul runs {speedup:.1f}x a "
                                f"float32 one)"]

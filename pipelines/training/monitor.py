@@ -20,6 +20,8 @@ from accelerate import Accelerator
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 from tqdm.auto import tqdm
 
+from ..common.device_speed import best_seconds, matmul_flops_per_second
+
 T = TypeVar("T")
 PRECISION_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,26 +48,6 @@ class RunningMeans:
         return dict(zip(keys, means.tolist()))
 
 
-def _best_seconds(op: Callable[[], torch.Tensor], repeats: int) -> float:
-    """The best of `repeats` timed calls (after one warm-up)."""
-    best = float("inf")
-    for i in range(repeats + 1):
-        start = time.perf_counter()
-        op().sum().item()  # .item() waits for the device, here and (so before `start`) in the previous round
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
-@functools.lru_cache(maxsize=None)
-def matmul_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048,
-                            repeats: int = 3) -> float:
-    """The best of `repeats` timed n x n matmuls on `device`, in FLOP/s; measured once per process (a device's
-    peak does not change between the runs of one process)."""
-    a = b = torch.full((n, n), 0.5, device=device, dtype=dtype)  # the values do not matter; no RNG is touched
-    return 2 * n**3 / _best_seconds(lambda: a @ b, repeats)
-
-
 @functools.lru_cache(maxsize=None)
 def conv_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, channels: int = 256,
                           repeats: int = 3) -> float:
@@ -75,7 +57,7 @@ def conv_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float
     weight = torch.full((channels, channels, 3, 3, 3), 0.01, device=device, dtype=dtype)
     weight = weight.contiguous(memory_format=torch.channels_last_3d)
     flops = 2 * x[0, 0].numel() * channels * weight[0].numel()
-    return flops / _best_seconds(lambda: torch.nn.functional.conv3d(x, weight, padding=1), repeats)
+    return flops / best_seconds(lambda: torch.nn.functional.conv3d(x, weight, padding=1), repeats)
 
 
 def peak_flops_per_second(device: torch.device, dtype: torch.dtype = torch.float32, again: bool = False) -> float:
