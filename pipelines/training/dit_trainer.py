@@ -68,7 +68,7 @@ class DiTTrainConfig(RunConfig):
     # Latte+IMG: this many single images of other clips per sample, trained jointly (spatial blocks only);
     # Latte's best UCF-101 recipe uses 8. Sampling always makes videos.
     num_images: int = 0
-    sample_latents: bool = True  # draw latents from the cached posterior instead of taking its mean
+    sample_latents: bool = True  # draw latents from the cached posterior (Latte's) instead of taking its mean
     guidance_scale: float = 1.0  # the exported pipeline's default for sample.py (UCF-101: 7.0)
     guidance_interval: list[float] = field(default_factory=lambda: [0.0, 1.0])  # noise levels guided: all (Latte's)
     sample_every: int = 1000  # 0: sample videos only at the end
