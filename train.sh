@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole two-stage pipeline: VAE -> latent cache -> DiT -> samples -> metrics -> summary.
 #
-#   bash train.sh                                   # built-in synthetic data, on a CPU (10-12 min on 2 cores: BENCHMARKS.md)
+#   bash train.sh                                   # built-in synthetic data, on a CPU (10-13 min on 2 cores: BENCHMARKS.md)
 #   bash train.sh ucf101 /data/UCF-101              # benchmark recipe: LeanVAE 4ch + Latte-XL/2, 101 classes
 #   bash train.sh sky /data/sky_timelapse           # benchmark recipe: unconditional SkyTimelapse
 #
