@@ -5,7 +5,8 @@
 #   bash train.sh ucf101 /data/UCF-101              # benchmark recipe: LeanVAE 4ch + Latte-XL/2, 101 classes
 #   bash train.sh sky /data/sky_timelapse           # benchmark recipe: unconditional SkyTimelapse
 #
-# Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint.
+# Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint; a
+# finished stage asked to run with other settings (another EXTRA_DIT, VAE_CONFIG ...) is refused, not skipped.
 # Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
 # the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained or imported VAE folder,
 # e.g. a diffusers AutoencoderKL used per frame: skips stage 1), VAE_CONFIG (the VAE recipe, e.g.
@@ -64,42 +65,49 @@ case "$DATASET" in
   sky) CACHE_DATA+=(data.split=train data.frame_interval=3 data.resolution=256 data.num_frames=17) ;;
 esac
 
-stage() {  # stage NAME DONE_MARKER COMMAND...: run unless it finished (its time recorded) and DONE_MARKER exists
-  local name=$1 done_marker=$2; shift 2
-  if [ -e "$done_marker" ] && [ -e "$STAGE_TIMES" ] && grep -qF "\"$name\":" "$STAGE_TIMES"; then
+# stage NAME DONE_MARKER INPUTS COMMAND...: skipped if it finished (DONE_MARKER there, its time recorded) with the
+# same command after the stages it reads ("NAME|NAME"); run if not; refused (exit 2) if it finished with another
+# command (pipelines/evaluation/report.py's plan).
+stage() {
+  local name=$1 done_marker=$2 inputs=$3 status=0; shift 3
+  python -m pipelines.evaluation.report plan "$RUN" "$name" "$done_marker" "$inputs" "$@" || status=$?
+  if [ "$status" -eq 0 ]; then
     echo "== $name: done already ($done_marker)"
     return
   fi
+  [ "$status" -eq 10 ] || exit "$status"
   echo "== $name"
   local start=$SECONDS
   "$@"
-  python -m pipelines.evaluation.report record "$RUN" "$name" $((SECONDS - start))
+  python -m pipelines.evaluation.report record "$RUN" "$name" $((SECONDS - start)) "$@"
 }
 
-KEYFRAMES=()
+KEYFRAME_STAGE="1/5 train keyframe image VAE (IV-VAE initialisation)" VAE_STAGE="1/5 train VAE"
+CACHE_STAGE="2/5 cache latents" DIT_STAGE="3/5 train DiT" CLASSIFIER_STAGE="4/5 train classifier (offline FVD/IS detector)"
+KEYFRAMES=() VAE_INPUTS=
 if [ -z "$USER_VAE" ] && [ "$(basename "$VAE_CONFIG")" = ivvae-default.yaml ]; then
-  stage "1/5 train keyframe image VAE (IV-VAE initialisation)" "$KEYFRAME_VAE/config.json" \
+  stage "$KEYFRAME_STAGE" "$KEYFRAME_VAE/config.json" "" \
     "${LAUNCH[@]}" train_vae.py --config configs/vae/ivvae-keyframes-default.yaml "output_dir=$KEYFRAME_RUN" \
     resume=latest "${DATA[@]}" "${SMOKE_ARGS[@]}" data.num_frames=5 "${SMOKE_VAE[@]}"
-  KEYFRAMES=("init_keyframes_from=$KEYFRAME_VAE")
+  KEYFRAMES=("init_keyframes_from=$KEYFRAME_VAE") VAE_INPUTS=$KEYFRAME_STAGE
 fi
 if [ -z "$USER_VAE" ]; then
-  stage "1/5 train VAE" "$VAE/config.json" \
+  stage "$VAE_STAGE" "$VAE/config.json" "$VAE_INPUTS" \
     "${LAUNCH[@]}" train_vae.py --config "$VAE_CONFIG" "output_dir=$VAE_RUN" resume=latest "${DATA[@]}" \
     "${KEYFRAMES[@]}" "${SMOKE_ARGS[@]}" "${SMOKE_VAE[@]}" ${EXTRA_VAE:-}
 fi
 VAE_DIR=${USER_VAE:-$VAE}
-stage "2/5 cache latents" "$MANIFEST" \
+stage "$CACHE_STAGE" "$MANIFEST" "$VAE_STAGE" \
   "${LAUNCH[@]}" cache_latents.py "vae=$VAE_DIR" "output_dir=$LATENTS" "${CACHE_DATA[@]}" "${SMOKE_ARGS[@]}"
-stage "3/5 train DiT" "$PIPELINE/model_index.json" \
+stage "$DIT_STAGE" "$PIPELINE/model_index.json" "$CACHE_STAGE" \
   "${LAUNCH[@]}" train_dit.py --config "$DIT_CONFIG" "output_dir=$DIT_RUN" "cache_dir=$LATENTS" resume=latest \
   "${SMOKE_DIT[@]}" ${EXTRA_DIT:-}
 if [ "$DATASET" = synthetic ]; then
-  stage "4/5 train classifier (offline FVD/IS detector)" "$CLASSIFIER/config.json" \
+  stage "$CLASSIFIER_STAGE" "$CLASSIFIER/config.json" "" \
     python -m pipelines.training.classifier_trainer --config configs/classifier/default.yaml \
     "output_dir=$CLASSIFIER_RUN" resume=latest "${SMOKE_CLS[@]}"
 fi
-stage "5/5 sample and evaluate" "$METRICS" \
+stage "5/5 sample and evaluate" "$METRICS" "$DIT_STAGE|$CLASSIFIER_STAGE" \
   python evaluate.py --run "$RUN" "${EVAL_PRECISION[@]}" "${SMOKE_EVAL[@]}"
 
 python sample.py --run "$RUN" $([ "$DATASET" = sky ] || echo "--prompt-class 12") --num-videos 4 "${EVAL_PRECISION[@]}" \

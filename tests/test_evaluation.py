@@ -16,7 +16,7 @@ import torch
 import evaluate as evaluate_script
 from dit import DIT_PRESETS, LatteDiT, make_scheduler, objective_of
 from pipelines import LatteVideoPipeline
-from pipelines.common.files import export_pretrained, write_json
+from pipelines.common.files import export_pretrained, read_json, write_json
 from pipelines.common.layout import RunLayout
 from pipelines.common.pixels import to_uint8
 from pipelines.common.seeding import keyed_generator
@@ -29,7 +29,7 @@ from pipelines.common.errors import ConfigError
 from pipelines.evaluation.generation import EvalConfig, evaluate, with_training_data
 from pipelines.inference.loading import TRAINING_DATA
 from pipelines.evaluation.metrics import classification_accuracy, fvd_from_features, inception_score_from_probs
-from pipelines.evaluation.report import record, summary
+from pipelines.evaluation.report import plan, record, summary
 from pipelines.data import read_frames
 from pipelines.data.clips import frames_to_tensor
 from tests.coded_videos import coded_frames, write_avi
@@ -180,6 +180,31 @@ def test_report_summarises_a_run(tmp_path):
     assert table["IS"].endswith("5.600 ± 0.500") and table["class accuracy"].endswith("0.59")
     assert table["time: 1/5 train VAE"].endswith("1.5 min") and table["time: total"].endswith("2.0 min")
     assert np.isclose(json.loads(layout.stage_times.read_text())["3/5 train DiT"], 30)
+
+
+def test_train_sh_skips_a_stage_only_if_it_would_run_the_same_command_after_its_inputs(tmp_path):
+    vae_marker, dit_marker = tmp_path / "vae.json", tmp_path / "dit.json"
+    vae_cmd = ["python", "train_vae.py", f"output_dir={tmp_path}/vae"]
+    dit_cmd = ["python", "train_dit.py", f"cache_dir={tmp_path}/latents", "seed=0"]
+    assert plan(tmp_path, "vae", vae_marker, [], vae_cmd) == "run"  # never ran
+    vae_marker.touch()
+    record(tmp_path, "vae", 10, vae_cmd)
+    dit_marker.touch()
+    record(tmp_path, "dit", 20, dit_cmd)
+    assert plan(tmp_path, "vae", vae_marker, [], ["accelerate", "launch", *vae_cmd[1:]]) == "skip"  # launcher aside
+    assert plan(tmp_path, "dit", dit_marker, ["vae"], dit_cmd) == "skip"
+    with pytest.raises(ConfigError, match=r"stage 'dit' of .* finished with other settings \(now seed=1; then "
+                                          r"seed=0\): use another RUN"):
+        plan(tmp_path, "dit", dit_marker, ["vae"], dit_cmd[:-1] + ["seed=1"])
+    record(tmp_path, "vae", 11, vae_cmd)  # the VAE redone after the DiT: the DiT is stale
+    assert plan(tmp_path, "dit", dit_marker, ["vae"], dit_cmd) == "run"
+    dit_marker.unlink()  # its output gone: run, whatever the record says
+    assert plan(tmp_path, "dit", dit_marker, [], dit_cmd) == "run"
+    copy = tmp_path / "copy"  # a copied run folder is the same run: paths inside it are recorded as <run>
+    copy.mkdir()
+    (copy / "vae.json").touch()
+    record(copy, "vae", 10, ["python", "train_vae.py", f"output_dir={copy}/vae"])
+    assert read_json(copy / "stage_commands.json")["vae"]["command"] == ["train_vae.py", "output_dir=<run>/vae"]
 
 
 def test_floor_and_ceiling_equal_an_independent_computation(run, tmp_path):

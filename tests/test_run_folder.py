@@ -60,6 +60,25 @@ def test_a_finished_run_without_checkpoints_is_an_earlier_run_too(tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == exported
 
 
+def test_resume_refuses_when_what_the_run_reads_has_changed(tmp_path):
+    class Reading(ToyTrainer):  # as the DiT trainer names its latent cache by hash
+        data_hash = "a"
+
+        def inputs(self):
+            return {"latent_cache": self.data_hash}
+
+    def run(data_hash: str, **overrides) -> dict:
+        reset_accelerate_state()
+        Reading.data_hash = data_hash
+        settings = dict(max_steps=4, batch_size=4, checkpoint_every=2) | overrides
+        return Reading(ToyConfig(output_dir=str(tmp_path), **settings)).run()
+
+    run("a", max_steps=2)
+    with pytest.raises(RunFolderConflict, match="inputs.latent_cache: 'a' vs 'b'"):  # the same path, other data
+        run("b", resume="latest")
+    assert run("a", resume="latest")["steps_this_run"] == 2
+
+
 def test_a_second_run_is_kept_out_of_a_folder_in_use(tmp_path):
     (tmp_path / "config.yaml").parent.mkdir(exist_ok=True)
     held = hold_folder(tmp_path, "training run")  # as a running trainer holds it

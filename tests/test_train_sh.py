@@ -29,11 +29,21 @@ def test_train_sh_runs_every_stage_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("done already") == 5
 
+    # Other settings for a finished stage: refused in one line, not skipped (its result would be reported as
+    # theirs) and not run over the finished one.
+    metrics_before = (run / "eval" / "metrics.json").read_bytes()
+    other = subprocess.run(["bash", "train.sh"], cwd=ROOT, env={**env, "EXTRA_DIT": "seed=1"}, capture_output=True,
+                           text=True, timeout=900)
+    assert other.returncode == 2 and other.stderr.strip().count("\n") == 0, other.stderr[-3000:]
+    assert "stage '3/5 train DiT'" in other.stderr and "now seed=1" in other.stderr
+    assert (run / "eval" / "metrics.json").read_bytes() == metrics_before
+
     # A stage whose output exists but that never recorded its end (killed after the export) is not done: it
-    # resumes its own run (nothing left to train) and finishes.
+    # resumes its own run (nothing left to train) and finishes; the evaluation, which reads it, runs again.
     del times["3/5 train DiT"]
     (run / "stage_times.json").write_text(json.dumps(times))
     third = subprocess.run(["bash", "train.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.count("done already") == 4 and "== 3/5 train DiT\n" in third.stdout
+    assert third.stdout.count("done already") == 3, third.stdout
+    assert "== 3/5 train DiT\n" in third.stdout and "== 5/5 sample and evaluate\n" in third.stdout
     assert "3/5 train DiT" in json.loads((run / "stage_times.json").read_text())

@@ -9,7 +9,8 @@ A training run (`train_vae.py`, `train_dit.py`, the classifier) owns one folder:
     <run>/keyframes/ (IV-VAE only: the keyframe image VAE, keyframes/vae)
     <run>/vae/ (a training run; the VAE in vae/vae)   latents/ (cache + manifest.json)
     <run>/dit/ (a training run; dit/dit, dit/pipeline) classifier/ (a training run; classifier/classifier)
-    <run>/eval/metrics.json  eval/samples/           samples/<class>/ (sample.py)   stage_times.json
+    <run>/eval/metrics.json  eval/samples/           samples/<class>/ (sample.py)
+    <run>/stage_times.json  stage_commands.json      (each finished stage's wall time and command)
 
     python -m pipelines.common.layout runs/default      # the same, as shell variables (train.sh reads them)
 """
@@ -79,6 +80,7 @@ class RunLayout:
     eval_samples = property(lambda self: self.eval / "samples")
     samples = property(lambda self: self.root / "samples")
     stage_times = property(lambda self: self.root / "stage_times.json")
+    stage_commands = property(lambda self: self.root / "stage_commands.json")
 
     def shell_variables(self) -> dict[str, Path]:
         return {"KEYFRAME_RUN": self.keyframe_run.root, "KEYFRAME_VAE": self.keyframe_vae,

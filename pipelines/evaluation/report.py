@@ -1,6 +1,9 @@
-"""The end-of-run summary of train.sh, and the stage-time bookkeeping behind it.
+"""The end-of-run summary of train.sh, and the stage bookkeeping behind it: each finished stage's wall time and
+the command that made it, so that a re-run skips a finished stage only if it would run the same command.
 
-    python -m pipelines.evaluation.report record runs/default "1/5 train VAE" 312
+    python -m pipelines.evaluation.report record runs/default "1/5 train VAE" 312 train_vae.py output_dir=...
+    python -m pipelines.evaluation.report plan runs/default "2/5 cache latents" runs/default/latents/manifest.json \
+        "1/5 train VAE" cache_latents.py vae=...     # exit 0: skip it, 10: run it, 2: refused
     python -m pipelines.evaluation.report summary runs/default
 """
 
@@ -8,16 +11,52 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
+from ..common.errors import ConfigError
 from ..common.files import read_json, write_json
 from ..common.layout import RunLayout
 
 
-def record(run: str | Path, stage: str, seconds: float) -> None:
-    """Add a stage's wall time to the run's times file (atomically)."""
-    path = RunLayout(run).stage_times
-    write_json(path, {**read_json(path), stage: float(seconds)})
+def record(run: str | Path, stage: str, seconds: float, command: Sequence[str] = ()) -> None:
+    """Add a finished stage's wall time, its command and its place in the order of finishing (atomically)."""
+    layout = RunLayout(run)
+    records = read_json(layout.stage_commands)
+    finished = 1 + max((r["finished"] for r in records.values()), default=0)
+    write_json(layout.stage_commands, {**records, stage: {"command": _portable(run, command), "finished": finished}})
+    write_json(layout.stage_times, {**read_json(layout.stage_times), stage: float(seconds)})
+
+
+def plan(run: str | Path, stage: str, marker: str | Path, inputs: Sequence[str], command: Sequence[str]) -> str:
+    """"skip" a stage that finished (`marker` there, its time recorded) with this `command` after every stage in
+    `inputs`; "run" it otherwise; ConfigError if it finished with another command (never silently reused)."""
+    layout = RunLayout(run)
+    records = read_json(layout.stage_commands)
+    if not (Path(marker).exists() and stage in read_json(layout.stage_times)):
+        return "run"
+    if stage not in records:  # finished before commands were recorded
+        return "skip"
+    then, now = records[stage]["command"], _portable(run, command)
+    if then != now:
+        added = [arg for arg in now if arg not in then] or ["-"]
+        dropped = [arg for arg in then if arg not in now] or ["-"]
+        raise ConfigError(f"stage '{stage}' of {run} finished with other settings (now {' '.join(added)}; then "
+                          f"{' '.join(dropped)}): use another RUN, or remove that stage's output to redo it")
+    redone = [name for name in inputs if records.get(name, {}).get("finished", 0) > records[stage]["finished"]]
+    return "run" if redone else "skip"
+
+
+def _portable(run: str | Path, command: Sequence[str]) -> list[str]:
+    """`command` without its launcher (python, accelerate launch ...) and with the run folder as <run>: the same
+    stage launched on other hardware, or in a copied run folder, is the same stage."""
+    command = list(command)
+    start = next((i for i, arg in enumerate(command) if arg.endswith(".py") or arg == "-m"), 0)
+    root = str(run).rstrip("/")
+
+    def portable(arg: str) -> str:
+        key, sep, value = arg.rpartition("=")
+        return key + sep + ("<run>" + value[len(root):] if value == root or value.startswith(root + "/") else value)
+    return [portable(arg) for arg in command[start:]]
 
 
 def _vae_rows(vae: dict) -> list[tuple[str, str]]:
@@ -61,13 +100,21 @@ def _format_metric(value) -> str:
 
 def main(argv: Optional[list[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 4 and argv[0] == "record":
-        record(argv[1], argv[2], float(argv[3]))
+    if len(argv) >= 4 and argv[0] == "record":
+        record(argv[1], argv[2], float(argv[3]), argv[4:])
+    elif len(argv) >= 5 and argv[0] == "plan":  # exit status for train.sh: 0 skip, 10 run, 2 refused
+        inputs = [name for name in argv[4].split("|") if name]
+        try:
+            decision = plan(argv[1], argv[2], argv[3], inputs, argv[5:])
+        except ConfigError as err:  # one line, and no torch import (exit_on_user_error's) for a bookkeeping step
+            print(f"train.sh: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise SystemExit(0 if decision == "skip" else 10)
     elif len(argv) == 2 and argv[0] == "summary":
         print(summary(argv[1]))
     else:
-        print("usage: python -m pipelines.evaluation.report record RUN_DIR STAGE SECONDS | summary RUN_DIR",
-              file=sys.stderr)
+        print("usage: python -m pipelines.evaluation.report record RUN_DIR STAGE SECONDS [COMMAND...] | "
+              "plan RUN_DIR STAGE MARKER 'INPUT|INPUT' COMMAND... | summary RUN_DIR", file=sys.stderr)
         raise SystemExit(2)
 
 

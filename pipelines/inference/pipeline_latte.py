@@ -57,7 +57,8 @@ class LatteVideoPipeline(DiffusionPipeline):
 
     def __init__(self, transformer, vae, scheduler, class_names: Optional[list] = None,
                  default_guidance_scale: float = 1.0, guidance_channels: Optional[int] = None,
-                 default_guidance_interval: Sequence[float] = (0.0, 1.0)):
+                 default_guidance_interval: Union[tuple, list] = (0.0, 1.0)):
+        # (Union[tuple, list], not Sequence[float]: diffusers reads these annotations and warns on Sequence.)
         super().__init__()
         # Inference only: no label dropout (the DiT drops labels in training mode) even for models made in code.
         self.register_modules(transformer=transformer.eval(), vae=vae.eval(), scheduler=scheduler)

@@ -109,9 +109,12 @@ class DiTTrainer(Trainer):
     name = "train_dit"
     postfix_keys = ("loss/total", "loss/mse")
 
+    def inputs(self) -> dict:
+        self.latents = open_latents(self.cfg.cache_dir)
+        return {"latent_cache": self.latents.manifest.get("cache_sha256")}
+
     def build_dataset(self):
-        cfg = self.cfg
-        latents = open_latents(cfg.cache_dir)
+        cfg, latents = self.cfg, self.latents
         vae_dir = cfg.vae or latents.manifest["vae"]["path"]
         if not Path(vae_dir).exists():
             raise MissingFileError(f"vae={cfg.vae}: no VAE there" if cfg.vae else

@@ -44,7 +44,7 @@ class Trainer(ABC):
         self.cfg = cfg
         self.layout = TrainingRunLayout(cfg.output_dir)
         self.accelerator = acc = setup_accelerator(cfg)
-        self.lock, record, resume_from = claim_run_folder(acc, cfg, self.layout)
+        self.lock, record, resume_from = claim_run_folder(acc, cfg, self.layout, self.inputs())
         try:
             self._build(record, resume_from)
         except BaseException:
@@ -78,6 +78,10 @@ class Trainer(ABC):
         self.last_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------ what a trainer supplies
+    def inputs(self) -> dict:
+        """What the run reads besides its config, by content (hashes): a checkpoint resumes only with the same."""
+        return {}
+
     @abstractmethod
     def build_dataset(self) -> Dataset:
         """The training data set (main process first; items may draw from torch's RNG: they are keyed)."""

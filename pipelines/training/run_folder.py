@@ -62,8 +62,11 @@ class RunRecord:
         return cls(data["run_id"], data["identity"]) if data else None
 
 
-def run_identity(cfg) -> dict:
-    return {key: value for key, value in to_dict(cfg).items() if key not in RESUMABLE_KEYS}
+def run_identity(cfg, inputs: Optional[dict] = None) -> dict:
+    """What a checkpoint must match to be resumed: the config (but for RESUMABLE_KEYS) and, by content, what
+    the run reads (`inputs`, e.g. the latent cache's hash: the same path may hold another cache by then)."""
+    identity = {key: value for key, value in to_dict(cfg).items() if key not in RESUMABLE_KEYS}
+    return {**identity, "inputs": inputs} if inputs else identity
 
 
 def checkpoint_folders(layout: TrainingRunLayout) -> list[tuple[int, Path]]:
@@ -122,9 +125,9 @@ def _start_over(layout: TrainingRunLayout) -> None:
     remove(layout.summary)
 
 
-def _decide(cfg, layout: TrainingRunLayout) -> tuple[RunRecord, Optional[Path]]:
+def _decide(cfg, layout: TrainingRunLayout, inputs: Optional[dict]) -> tuple[RunRecord, Optional[Path]]:
     """(this run's record, the checkpoint to resume from or None), or a refusal."""
-    identity, checkpoints = run_identity(cfg), checkpoint_folders(layout)
+    identity, checkpoints = run_identity(cfg, inputs), checkpoint_folders(layout)
     if not cfg.resume:
         if cfg.overwrite:
             _start_over(layout)
@@ -148,7 +151,7 @@ def _decide(cfg, layout: TrainingRunLayout) -> tuple[RunRecord, Optional[Path]]:
     return RunRecord(found.run_id, identity), target
 
 
-def claim_run_folder(accelerator: Accelerator, cfg, layout: TrainingRunLayout):
+def claim_run_folder(accelerator: Accelerator, cfg, layout: TrainingRunLayout, inputs: Optional[dict] = None):
     """Lock the run folder, check it against `cfg` and save the run's config (the main process decides).
 
     Returns (the lock, None off the main process; this run's record; the checkpoint to resume from or None)."""
@@ -157,7 +160,7 @@ def claim_run_folder(accelerator: Accelerator, cfg, layout: TrainingRunLayout):
     def decide() -> tuple[RunRecord, Optional[str]]:
         held.append(hold_folder(layout.root, "training run"))
         sweep_temporaries(layout.checkpoints)
-        record, target = _decide(cfg, layout)
+        record, target = _decide(cfg, layout, inputs)
         save_config(cfg, layout.config)
         return record, str(target) if target else None
 
