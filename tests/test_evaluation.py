@@ -163,10 +163,12 @@ def test_the_data_set_compared_against_is_the_one_the_run_was_trained_on(tmp_pat
 
 def test_report_summarises_a_run(tmp_path):
     layout = RunLayout(tmp_path)
-    write_json(layout.vae_run.summary, {"vae": str(layout.vae), "step": 800, "val": {"psnr": 25.5, "ssim": 0.8},
+    # Summaries written where the run was trained before it moved here: the table names where things are now.
+    write_json(layout.vae_run.summary, {"vae": "/elsewhere/vae/vae", "step": 800, "val": {"psnr": 25.5, "ssim": 0.8},
                                         "latents_std": [0.5, 0.25]})
     write_json(layout.manifest, {"clips": 64, "latent_shape": [2, 5, 8, 8], "vae": {"class": "LeanVAE"}})
-    write_json(layout.dit_run.summary, {"pipeline": str(layout.pipeline), "step": 2500, "logs": {"loss/total": 0.1}})
+    write_json(layout.dit_run.summary, {"pipeline": "/elsewhere/dit/pipeline", "step": 2500,
+                                        "logs": {"loss/total": 0.1}})
     write_json(layout.metrics, {"results": {"FVD (4 real / 4 generated)": 103.0, "IS": {"mean": 5.6, "std": 0.5},
                                             "class accuracy": 0.59}, "detector_note": "offline"})
     record(tmp_path, "1/5 train VAE", 90)
@@ -174,7 +176,8 @@ def test_report_summarises_a_run(tmp_path):
     lines = summary(tmp_path).splitlines()
     table = {line[:len("class accuracy") + 40].split("  ")[0]: line for line in lines}
     assert "PSNR 25.50 dB, SSIM 0.8000" in table["VAE reconstruction (held-out clips)"]
-    assert "latent std per channel 0.5, 0.25" in table["VAE"]
+    assert "latent std per channel 0.5, 0.25" in table["VAE"] and str(layout.vae) in table["VAE"]
+    assert str(layout.pipeline) in table["DiT pipeline"] and "elsewhere" not in "\n".join(lines)
     assert "(64 clips, latent (2, 5, 8, 8), LeanVAE)" in table["latent cache"]
     assert "2500 steps, final loss 0.1000" in table["DiT pipeline"]
     assert table["IS"].endswith("5.600 ± 0.500") and table["class accuracy"].endswith("0.59")

@@ -59,11 +59,11 @@ def _portable(run: str | Path, command: Sequence[str]) -> list[str]:
     return [portable(arg) for arg in command[start:]]
 
 
-def _vae_rows(vae: dict) -> list[tuple[str, str]]:
+def _vae_rows(vae: dict, where: Path) -> list[tuple[str, str]]:
     val = vae.get("val", {})
     std = vae.get("latents_std")
     stds = ", ".join(f"{s:.3g}" for s in (std if isinstance(std, list) else [std])) if std is not None else "?"
-    return [("VAE", f"{vae.get('vae')}  ({vae.get('step')} steps, latent std per channel {stds})"),
+    return [("VAE", f"{where}  ({vae.get('step')} steps, latent std per channel {stds})"),
             ("VAE reconstruction (held-out clips)",
              f"PSNR {val.get('psnr', float('nan')):.2f} dB, SSIM {val.get('ssim', float('nan')):.4f}")]
 
@@ -74,17 +74,18 @@ def summary(run: str | Path) -> str:
     vae, cache = read_json(layout.vae_run.summary), read_json(layout.manifest)
     dit, metrics = read_json(layout.dit_run.summary), read_json(layout.metrics)
     times = read_json(layout.stage_times)
-    rows = [("run folder", str(layout.root))] + (_vae_rows(vae) if vae else [])
+    # Paths from the layout, not the summaries: those name where the run was trained, and it may have moved.
+    rows = [("run folder", str(layout.root))] + (_vae_rows(vae, layout.vae) if vae else [])
     if cache:
         rows.append(("latent cache", f"{layout.latents}  ({cache['clips']} clips, latent "
                                      f"{tuple(cache['latent_shape'])}, {cache['vae'].get('class', '?')})"))
     if dit:
-        rows.append(("DiT pipeline", f"{dit.get('pipeline')}  ({dit.get('step')} steps, final loss "
+        rows.append(("DiT pipeline", f"{layout.pipeline}  ({dit.get('step')} steps, final loss "
                                      f"{dit.get('logs', {}).get('loss/total', float('nan')):.4f})"))
     if metrics:
         rows += [(name, _format_metric(value)) for name, value in metrics.get("results", {}).items()]
         rows += [("metrics", f"{layout.metrics}  ({metrics.get('detector_note', '')})"),
-                 ("samples", str(metrics.get("samples_dir", "")))]
+                 ("samples", str(layout.eval_samples))]
     rows += [(f"time: {stage}", f"{seconds / 60:.1f} min") for stage, seconds in times.items()]
     if times:
         rows.append(("time: total", f"{sum(times.values()) / 60:.1f} min"))
