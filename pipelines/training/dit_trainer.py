@@ -110,7 +110,8 @@ class DiTTrainer(Trainer):
     postfix_keys = ("loss/total", "loss/mse")
 
     def inputs(self) -> dict:
-        self.latents = open_latents(self.cfg.cache_dir)
+        with self.accelerator.main_process_first():  # a Hub id downloads once, not once per process
+            self.latents = open_latents(self.cfg.cache_dir)
         return {"latent_cache": self.latents.manifest.get("cache_sha256")}
 
     def build_dataset(self):
