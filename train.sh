@@ -6,7 +6,8 @@
 #   bash train.sh sky /data/sky_timelapse           # benchmark recipe: unconditional SkyTimelapse
 #
 # Re-running resumes: finished stages are skipped, an interrupted stage continues from its last checkpoint; a
-# finished stage asked to run with other settings (another EXTRA_DIT, VAE_CONFIG ...) is refused, not skipped.
+# finished stage asked to run with other settings (another EXTRA_DIT, VAE_CONFIG, an edited config file ...) is
+# refused, not skipped.
 # Environment: RUN (output folder, default runs/<dataset>), ACCELERATE_CONFIG (an accelerate config file for
 # the benchmark recipes, e.g. configs/accelerate/deepspeed_zero2.yaml), VAE (a trained or imported VAE folder,
 # e.g. a diffusers AutoencoderKL used per frame: skips stage 1), VAE_CONFIG (the VAE recipe, e.g.
@@ -66,8 +67,8 @@ case "$DATASET" in
 esac
 
 # stage NAME DONE_MARKER INPUTS COMMAND...: skipped if it finished (DONE_MARKER there, its time recorded) with the
-# same command after the stages it reads ("NAME|NAME"); run if not; refused (exit 2) if it finished with another
-# command (pipelines/evaluation/report.py's plan).
+# same command and config files after the stages it reads ("NAME|NAME"); run if not; refused (exit 2) if it
+# finished with another command or an edited config (pipelines/evaluation/report.py's plan).
 stage() {
   local name=$1 done_marker=$2 inputs=$3 status=0; shift 3
   python -m pipelines.evaluation.report plan "$RUN" "$name" "$done_marker" "$inputs" "$@" || status=$?

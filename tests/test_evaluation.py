@@ -210,6 +210,21 @@ def test_train_sh_skips_a_stage_only_if_it_would_run_the_same_command_after_its_
     assert read_json(copy / "stage_commands.json")["vae"]["command"] == ["train_vae.py", "output_dir=<run>/vae"]
 
 
+def test_train_sh_refuses_a_finished_stage_whose_config_file_was_edited(tmp_path):
+    config, marker = tmp_path / "dit.yaml", tmp_path / "dit.json"
+    config.write_text("learning_rate: 3.0e-3\n")
+    marker.touch()
+    command = ["python", "train_dit.py", "--config", str(config), f"init_from={config}"]
+    record(tmp_path, "dit", 20, command)
+    assert plan(tmp_path, "dit", marker, [], command) == "skip"
+    config.write_text("learning_rate: 3.0e-3\n# a comment is an edit too: only the bytes are compared\n")
+    with pytest.raises(ConfigError, match=r"stage 'dit' of .* finished with other settings \(<run>/dit\.yaml "
+                                          r"edited since\)"):
+        plan(tmp_path, "dit", marker, [], command)
+    config.unlink()  # gone: the finished stage stands
+    assert plan(tmp_path, "dit", marker, [], command) == "skip"
+
+
 def test_floor_and_ceiling_equal_an_independent_computation(run, tmp_path):
     results = evaluate(EvalConfig(run=str(run.root), num_fake=8, steps=2, batch_size=3, num_frames=9,
                                   stats_cache=str(tmp_path)))["results"]

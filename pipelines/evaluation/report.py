@@ -1,5 +1,6 @@
-"""The end-of-run summary of train.sh, and the stage bookkeeping behind it: each finished stage's wall time and
-the command that made it, so that a re-run skips a finished stage only if it would run the same command.
+"""The end-of-run summary of train.sh, and the stage bookkeeping behind it: each finished stage's wall time, the
+command that made it and the contents of the files it named (its config), so that a re-run skips a finished stage
+only if it would run the same command on the same files.
 
     python -m pipelines.evaluation.report record runs/default "1/5 train VAE" 312 train_vae.py output_dir=...
     python -m pipelines.evaluation.report plan runs/default "2/5 cache latents" runs/default/latents/manifest.json \
@@ -9,6 +10,7 @@ the command that made it, so that a re-run skips a finished stage only if it wou
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -19,17 +21,20 @@ from ..common.layout import RunLayout
 
 
 def record(run: str | Path, stage: str, seconds: float, command: Sequence[str] = ()) -> None:
-    """Add a finished stage's wall time, its command and its place in the order of finishing (atomically)."""
+    """Add a finished stage's wall time, its command, the files it named and its place in the order of finishing
+    (atomically)."""
     layout = RunLayout(run)
     records = read_json(layout.stage_commands)
     finished = 1 + max((r["finished"] for r in records.values()), default=0)
-    write_json(layout.stage_commands, {**records, stage: {"command": _portable(run, command), "finished": finished}})
+    entry = {"command": _portable(run, command), "files": _file_digests(run, command), "finished": finished}
+    write_json(layout.stage_commands, {**records, stage: entry})
     write_json(layout.stage_times, {**read_json(layout.stage_times), stage: float(seconds)})
 
 
 def plan(run: str | Path, stage: str, marker: str | Path, inputs: Sequence[str], command: Sequence[str]) -> str:
     """"skip" a stage that finished (`marker` there, its time recorded) with this `command` after every stage in
-    `inputs`; "run" it otherwise; ConfigError if it finished with another command (never silently reused)."""
+    `inputs`; "run" it otherwise; ConfigError if it finished with another command, or with a file it names (its
+    config) edited since (never silently reused)."""
     layout = RunLayout(run)
     records = read_json(layout.stage_commands)
     if not (Path(marker).exists() and stage in read_json(layout.stage_times)):
@@ -42,6 +47,11 @@ def plan(run: str | Path, stage: str, marker: str | Path, inputs: Sequence[str],
         dropped = [arg for arg in then if arg not in now] or ["-"]
         raise ConfigError(f"stage '{stage}' of {run} finished with other settings (now {' '.join(added)}; then "
                           f"{' '.join(dropped)}): use another RUN, or remove that stage's output to redo it")
+    digests = _file_digests(run, command)
+    edited = [name for name, digest in records[stage].get("files", {}).items() if digests.get(name, digest) != digest]
+    if edited:
+        raise ConfigError(f"stage '{stage}' of {run} finished with other settings ({', '.join(edited)} edited since): "
+                          "use another RUN, or remove that stage's output to redo it")
     redone = [name for name in inputs if records.get(name, {}).get("finished", 0) > records[stage]["finished"]]
     return "run" if redone else "skip"
 
@@ -57,6 +67,19 @@ def _portable(run: str | Path, command: Sequence[str]) -> list[str]:
         key, sep, value = arg.rpartition("=")
         return key + sep + ("<run>" + value[len(root):] if value == root or value.startswith(root + "/") else value)
     return [portable(arg) for arg in command[start:]]
+
+
+def _file_digests(run: str | Path, command: Sequence[str]) -> dict[str, str]:
+    """The sha256 of every file `command` names, as an argument or a key=value's value, keyed as `_portable`
+    writes it: a config file edited between two runs of the same command is another command. (A deleted file
+    drops out: the stage's output stands, and running the stage would fail on the missing file anyway.)"""
+    portable = _portable(run, command)
+    digests = {}
+    for arg, name in zip(list(command)[len(command) - len(portable):], portable):
+        path = Path(arg.rpartition("=")[2])
+        if path.is_file():
+            digests[name.rpartition("=")[2]] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
 
 
 def _vae_rows(vae: dict, where: Path) -> list[tuple[str, str]]:
