@@ -214,8 +214,12 @@ def test_train_sh_refuses_a_finished_stage_whose_config_file_was_edited(tmp_path
     config, marker = tmp_path / "dit.yaml", tmp_path / "dit.json"
     config.write_text("learning_rate: 3.0e-3\n")
     marker.touch()
-    command = ["python", "train_dit.py", "--config", str(config), f"init_from={config}"]
+    weights = tmp_path / "vae.safetensors"
+    weights.write_bytes(b"0")
+    command = ["python", "train_dit.py", "--config", str(config), f"init_from={config}", f"vae={weights}"]
     record(tmp_path, "dit", 20, command)
+    assert plan(tmp_path, "dit", marker, [], command) == "skip"
+    weights.write_bytes(b"1")  # weights are not read here: the stages check the weights they are given
     assert plan(tmp_path, "dit", marker, [], command) == "skip"
     config.write_text("learning_rate: 3.0e-3\n# a comment is an edit too: only the bytes are compared\n")
     with pytest.raises(ConfigError, match=r"stage 'dit' of .* finished with other settings \(<run>/dit\.yaml "

@@ -69,15 +69,19 @@ def _portable(run: str | Path, command: Sequence[str]) -> list[str]:
     return [portable(arg) for arg in command[start:]]
 
 
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
+
+
 def _file_digests(run: str | Path, command: Sequence[str]) -> dict[str, str]:
-    """The sha256 of every file `command` names, as an argument or a key=value's value, keyed as `_portable`
-    writes it: a config file edited between two runs of the same command is another command. (A deleted file
-    drops out: the stage's output stands, and running the stage would fail on the missing file anyway.)"""
+    """The sha256 of every config file `command` names, as an argument or a key=value's value, keyed as `_portable`
+    writes it: a config file edited between two runs of the same command is another command. Weights files are
+    not read here (they can be gigabytes, and the stages check the weights they are given themselves). A deleted
+    file drops out: the stage's output stands, and running the stage would fail on the missing file anyway."""
     portable = _portable(run, command)
     digests = {}
     for arg, name in zip(list(command)[len(command) - len(portable):], portable):
         path = Path(arg.rpartition("=")[2])
-        if path.is_file():
+        if path.suffix in CONFIG_SUFFIXES and path.is_file():
             digests[name.rpartition("=")[2]] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
