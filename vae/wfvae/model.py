@@ -44,11 +44,12 @@ WFVAE_PRESETS: dict[str, dict] = {
     # Open-Sora-Plan v1.3's S: 8 channels, encoder flow 64, two residual blocks per decoder connection.
     "wfvae-s-8ch": dict(latent_dim=8, base_channels=128, encoder_energy_flow_hidden_size=64, connect_res_layer_num=2),
     # The same structure, narrow: trains on a laptop CPU in minutes; and one for unit tests. The small one's decoder
-    # flow is twice its base width, with S-8ch's two blocks per connection: the flow predicts the low bands from
-    # the latent, at latent resolution (cheap), and at base width it passes a DiT's latent errors through as blocky
-    # colour errors (BENCHMARKS.md, "A wider decoder flow for WF-VAE's CPU preset").
+    # flow is twice its base width, with three residual blocks per connection (S-8ch has two): the flow predicts
+    # the low bands from the latent, at latent resolution (cheap), and at base width with one block it passes a
+    # DiT's latent errors through as blocky colour errors (BENCHMARKS.md, "A wider decoder flow for WF-VAE's CPU
+    # preset").
     "wfvae-small": dict(latent_dim=4, base_channels=16, encoder_energy_flow_hidden_size=16,
-                        decoder_energy_flow_hidden_size=32, connect_res_layer_num=2),
+                        decoder_energy_flow_hidden_size=32, connect_res_layer_num=3),
     "wfvae-tiny": dict(latent_dim=4, base_channels=8, encoder_num_resblocks=1, decoder_num_resblocks=1,
                        encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8),
 }
